@@ -1,0 +1,1 @@
+"""Embedded data (Fashion-MNIST shoes, MIT license: see FASHION_MNIST_LICENSE.txt)."""

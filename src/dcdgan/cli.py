@@ -1,0 +1,183 @@
+"""The ``dcdgan`` command: parse arguments, load the config, call one library function."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from dcdgan.errors import UserError
+
+DESCRIPTION = "dcdgan: compress pix2pix/CycleGAN generators with Discriminator-Cooperated Distillation (DCD, CVPR 2023)."
+
+
+def cmd_distill(args: argparse.Namespace) -> int:
+    from dcdgan.checkpoint import load_checkpoint
+    from dcdgan.config import apply_overrides, config_from_dict, help_text, load_config, to_yaml
+    from dcdgan.distill import distill
+    from dcdgan.runs import default_run_dir, last_checkpoint
+
+    if args.help_config:
+        print(help_text())
+        return 0
+    overrides = list(args.overrides)
+    source = args.config
+    if source and "=" in source and not Path(source).exists():
+        overrides.insert(0, source)  # ``dcdgan distill key=value`` without a config file
+        source = None
+    if args.resume:
+        run_dir = Path(args.resume)
+        cfg = apply_overrides(config_from_dict(load_checkpoint(last_checkpoint(run_dir))["config"]), overrides)
+    else:
+        cfg = load_config(source or "quickstart", overrides)
+        run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(cfg)
+    if args.print_config:
+        print(to_yaml(cfg), end="")
+        return 0
+    distill(cfg, run_dir, resume=bool(args.resume), quiet=args.quiet)
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from dcdgan.config import parse_override
+    from dcdgan.evaluate import Segmentation
+    from dcdgan.metrics.segmentation import SegmentationScore, load_segmenter
+    from dcdgan.runs import evaluate_run, format_table
+
+    segmentation = None
+    if args.segmenter:
+        if not args.labels:
+            raise UserError("--segmenter needs --labels DIR (integer label maps named like the test images)")
+        segmentation = Segmentation(SegmentationScore(load_segmenter(args.segmenter), args.num_classes, args.ignore_index), Path(args.labels))
+    data_overrides: dict = {}
+    for item in args.set:
+        parsed = parse_override(item)
+        if set(parsed) != {"data"}:
+            raise UserError(f"--set {item}: only data.* keys can change for evaluation")
+        data_overrides.update(parsed["data"])
+    metrics = evaluate_run(
+        args.run,
+        split=args.split,
+        ref=args.ref,
+        ref_dir=args.ref_dir,
+        inception_choice=args.inception,
+        require_fid=not args.no_fid,
+        segmentation=segmentation,
+        data_overrides=data_overrides,
+        max_images=args.max_images,
+        batch_size=args.batch_size,
+        quiet=args.json,
+    )
+    print(json.dumps(metrics, indent=2) if args.json else format_table(metrics))
+    return 0
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    from dcdgan.data import folder_dataset
+    from dcdgan.evaluate import batches, image_features
+    from dcdgan.metrics.fid import ReferenceStats, save_stats
+    from dcdgan.metrics.inception import load_inception
+
+    inception = load_inception(args.inception)
+    loader = batches(folder_dataset(args.images, args.channels, args.size), args.batch_size)
+    stats = ReferenceStats.from_features(image_features(inception, loader, desc="Inception features", quiet_bar=args.json), keep_features=not args.no_features)
+    save_stats(args.out, stats)
+    summary = {"out": str(args.out), "n_images": len(stats.features) if stats.features is not None else None, "dims": len(stats.mu), "inception": inception.source}
+    print(json.dumps(summary) if args.json else f"wrote {args.out}: mu {stats.mu.shape}, sigma {stats.sigma.shape} ({inception.source})")
+    return 0
+
+
+def cmd_profile(args: argparse.Namespace) -> int:
+    from dcdgan.evaluate import size_of
+    from dcdgan.nets import GeneratorSpec, build_generator
+
+    gen = build_generator(GeneratorSpec(args.netG, args.ngf, args.input_nc, args.output_nc))
+    sizes = size_of(gen, args.input_nc, args.size)
+    if args.json:
+        print(json.dumps(sizes))
+    else:
+        print(f"{args.netG} ngf {args.ngf} at {args.size}x{args.size}: {sizes['params']:,} params, {sizes['macs'] / 1e9:.3f} GMACs")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    from dcdgan.nets import GENERATORS
+
+    parser = argparse.ArgumentParser(prog="dcdgan", description=DESCRIPTION)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("distill", help="train teacher, discriminator and student online (default: built-in quickstart)", description=(
+        "Distill a student generator. CONFIG is a YAML file or a packaged recipe (quickstart, quickstart_unpaired, "
+        "horse2zebra, summer2winter, edges2shoes, cityscapes); without one, the quickstart runs on the embedded "
+        "Fashion-MNIST shoes on CPU in minutes. KEY=VALUE overrides any config key (see --help-config)."))
+    p.add_argument("config", nargs="?", help="YAML file or recipe name (default: quickstart)")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. train.batch_size=4 data.root=/data/h2z")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from checkpoints/last.ckpt")
+    p.add_argument("--run-dir", help="run directory (default: run.output_dir/run.name)")
+    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    p.add_argument("--help-config", action="store_true", help="list every config key with its default and meaning")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_distill)
+
+    p = sub.add_parser("eval", help="FID/KID, PSNR/SSIM, params and MACs of a run's teacher and students -> metrics.json", description=(
+        "Evaluate the teacher and the last and best-on-validation students of a run on a split. FID uses the "
+        "TF-2015 Inception (pytorch-fid convention); the reference is --ref, --ref-dir, or the split's target images."))
+    p.add_argument("run", help="run directory or checkpoint file")
+    p.add_argument("--split", default="test", help="split to evaluate (default: test)")
+    ref = p.add_mutually_exclusive_group()
+    ref.add_argument("--ref", help="reference statistics .npz (mu, sigma[, features for KID])")
+    ref.add_argument("--ref-dir", help="folder of reference images (statistics computed at the run's image size)")
+    p.add_argument("--inception", help="FID Inception file (TorchScript or pytorch-fid state dict); default: auto")
+    p.add_argument("--no-fid", action="store_true", help="skip FID/KID (when no Inception weights are available)")
+    p.add_argument("--max-images", type=int, help="evaluate at most N images")
+    p.add_argument("--batch-size", type=int, help="evaluation batch size")
+    p.add_argument("--segmenter", help="TorchScript segmentation model: adds mIoU of generated images (Cityscapes protocol)")
+    p.add_argument("--labels", help="folder of integer label maps named like the test images (with --segmenter)")
+    p.add_argument("--num-classes", type=int, default=19, help="segmentation classes (default 19, Cityscapes train ids)")
+    p.add_argument("--ignore-index", type=int, default=255, help="label value to ignore (default 255)")
+    p.add_argument("--set", action="append", default=[], metavar="data.KEY=VALUE", help="change a data key, e.g. data.root=/new/path")
+    p.add_argument("--json", action="store_true", help="print metrics as JSON")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("stats", help="FID reference statistics (mu, sigma) of an image folder -> .npz", description=(
+        "Compute FID reference statistics in the pytorch-fid / GAN Compression .npz format (mu, sigma), plus the "
+        "features themselves so KID can use the file."))
+    p.add_argument("images", help="folder of images")
+    p.add_argument("--out", required=True, type=Path, help="output .npz")
+    p.add_argument("--size", type=int, help="resize images to SIZE x SIZE first (match your generator's outputs); default: as stored")
+    p.add_argument("--channels", type=int, default=3, choices=(1, 3), help="load images as 1 or 3 channels (default 3)")
+    p.add_argument("--inception", default="auto", help="FID Inception file; default: auto")
+    p.add_argument("--batch-size", type=int, default=50)
+    p.add_argument("--no-features", action="store_true", help="store only mu and sigma (no KID against this file)")
+    p.add_argument("--json", action="store_true", help="print a JSON summary")
+    p.set_defaults(func=cmd_stats)
+
+    p = sub.add_parser("profile", help="parameters and MACs of a generator", description="Parameters and MACs (torchprofile convention) of a registered generator.")
+    p.add_argument("netG", choices=sorted(GENERATORS), help="generator architecture")
+    p.add_argument("--ngf", type=int, default=64, help="width (default 64)")
+    p.add_argument("--size", type=int, default=256, help="input height and width (default 256)")
+    p.add_argument("--input-nc", type=int, default=3)
+    p.add_argument("--output-nc", type=int, default=3)
+    p.add_argument("--json", action="store_true", help='print {"params": ..., "macs": ...}')
+    p.set_defaults(func=cmd_profile)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; bad input ends with one line on stderr and exit code 2."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except UserError as err:
+        print(f"dcdgan {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"dcdgan {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

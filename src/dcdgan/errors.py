@@ -1,0 +1,5 @@
+"""The one exception type the CLI turns into a one-line message (no traceback)."""
+
+
+class UserError(ValueError):
+    """Bad input from the user: a file, a config key, a value. The message names the culprit and the fix."""

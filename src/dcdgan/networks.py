@@ -1,0 +1,142 @@
+"""The networks of a run, built from its config.
+
+Distillation (omgd, dcd): the task networks (teacher generator(s) and discriminator(s)) train with the
+task objective while the student learns from them. ``method: none`` builds the task networks at the
+student's size and trains them alone: that generator is then the student (the baseline).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import torch
+from torch import nn
+
+from dcdgan.config import Config
+from dcdgan.errors import UserError
+from dcdgan.evaluate import eval_mode
+from dcdgan.losses import dcd_loss
+from dcdgan.nets import DCDProjector, DCDTaps, GeneratorSpec, build_discriminator, build_generator
+from dcdgan.taps import capture, tap_channels
+from dcdgan.weights import load_weights_into
+
+
+@dataclass
+class Networks:
+    gen_ab: nn.Module  # A->B task generator: the teacher, or the student itself when method=none
+    disc_b: nn.Module  # judges B images (conditioned on A for pix2pix); the DCD discriminator
+    gen_ba: nn.Module | None = None  # CycleGAN B->A (absent with a pretrained teacher)
+    disc_a: nn.Module | None = None  # CycleGAN: judges A images
+    student: nn.Module | None = None
+    projector: DCDProjector | None = None  # DCD connectors, teacher and student side
+    snapshot: nn.Module | None = None  # burst schedule: the teacher generator the student learns from
+
+    def named(self) -> dict[str, nn.Module]:
+        """Present networks by name (checkpoint keys)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
+
+    @property
+    def deliverable(self) -> nn.Module:
+        """The compressed generator this run produces."""
+        return self.student if self.student is not None else self.gen_ab
+
+    @property
+    def teacher(self) -> nn.Module | None:
+        """The A->B teacher generator (None for method=none)."""
+        return None if self.student is None else self.gen_ab
+
+
+def teacher_spec(cfg: Config) -> GeneratorSpec:
+    """Architecture of the A->B task generator (student-sized when method=none)."""
+    m, d = cfg.model, cfg.data
+    if cfg.distill.method == "none":
+        return student_spec(cfg)
+    return GeneratorSpec(m.teacher_netG, m.teacher_ngf, d.input_nc, d.output_nc, m.dropout, m.norm)
+
+
+def student_spec(cfg: Config) -> GeneratorSpec:
+    """Architecture of the student generator."""
+    m, d = cfg.model, cfg.data
+    return GeneratorSpec(m.student_netG, m.student_ngf, d.input_nc, d.output_nc, m.dropout, m.norm)
+
+
+def disc_channels(cfg: Config) -> int:
+    """Discriminator input channels: cat(A, B) for the conditional pix2pix D, B alone for CycleGAN."""
+    return cfg.data.input_nc + cfg.data.output_nc if cfg.task == "pix2pix" else cfg.data.output_nc
+
+
+def dcd_taps(cfg: Config) -> DCDTaps:
+    """The configured tap pairing."""
+    d = cfg.distill
+    return DCDTaps(tuple(d.teacher_taps), tuple(d.student_taps or d.teacher_taps), d.disc_tap, d.dcd_min_size)
+
+
+def uses_dcd(cfg: Config) -> bool:
+    """Whether the DCD loss is part of the student objective."""
+    return cfg.distill.method == "dcd"
+
+
+def pretrained_teacher(cfg: Config) -> bool:
+    """Pretrained-teacher mode: the A->B teacher is loaded and frozen; only discriminators train from scratch."""
+    return bool(cfg.model.teacher_weights) and cfg.distill.method != "none"
+
+
+def build_networks(cfg: Config) -> Networks:
+    """Initialised networks on CPU (seed first for reproducible weights)."""
+    m, d = cfg.model, cfg.data
+    gen_ab = build_generator(teacher_spec(cfg))
+    nets = Networks(gen_ab=gen_ab, disc_b=build_discriminator(disc_channels(cfg), m.ndf, m.n_layers_D))
+    if pretrained_teacher(cfg):
+        load_weights_into(gen_ab, m.teacher_weights)
+        gen_ab.eval().requires_grad_(False)
+    elif cfg.task == "cyclegan":
+        ba = GeneratorSpec(teacher_spec(cfg).netG, teacher_spec(cfg).ngf, d.output_nc, d.input_nc, m.dropout, m.norm)
+        nets.gen_ba = build_generator(ba)
+    if cfg.task == "cyclegan" and not pretrained_teacher(cfg):
+        nets.disc_a = build_discriminator(d.input_nc, m.ndf, m.n_layers_D)
+    if cfg.distill.method == "none":
+        return nets
+    nets.student = build_generator(student_spec(cfg))
+    check_generator_geometry(cfg, nets)
+    if uses_dcd(cfg):
+        taps = dcd_taps(cfg)
+        shape = (1, d.input_nc, d.crop_size, d.crop_size)
+        t_ch = tap_channels(nets.gen_ab, list(taps.teacher), shape, "teacher generator")
+        s_ch = tap_channels(nets.student, list(taps.student), shape, "student generator")
+        # Reference CycleGAN keeps the teacher projections at their random init (train_teacher_connectors=false).
+        nets.projector = DCDProjector(taps, t_ch, s_ch, disc_channels(cfg), cfg.distill.train_teacher_connectors)
+        check_dcd_geometry(cfg, nets)
+    if cfg.distill.schedule == "burst":
+        nets.snapshot = build_generator(teacher_spec(cfg)).eval().requires_grad_(False)
+        nets.snapshot.load_state_dict(gen_ab.state_dict())
+    return nets
+
+
+def check_generator_geometry(cfg: Config, nets: Networks) -> None:
+    """Generators must return images of the input's size (pix2pix/U-Net need multiples of 4 / 2^depth)."""
+    size = cfg.data.crop_size
+    x = torch.zeros(1, cfg.data.input_nc, size, size)
+    for name, net in (("teacher", nets.gen_ab), ("student", nets.student)):
+        try:
+            with torch.no_grad(), eval_mode(net):
+                out = net(x)
+        except RuntimeError as err:
+            raise UserError(f"data.crop_size={size}: the {name} generator cannot run at this size ({str(err).splitlines()[0][:100]})") from None
+        if out.shape[-2:] != x.shape[-2:]:
+            raise UserError(f"data.crop_size={size}: the {name} generator returns {tuple(out.shape[-2:])}; use a multiple of 4 (of 256 for unet_256, 128 for unet_128)")
+
+
+def check_dcd_geometry(cfg: Config, nets: Networks) -> None:
+    """Run the DCD loss once on zeros so an impossible tap/size setting fails now, with a clear message."""
+    size = cfg.data.crop_size
+    taps = dcd_taps(cfg)
+    x = torch.zeros(1, cfg.data.input_nc, size, size)
+    with torch.no_grad(), eval_mode(nets.gen_ab, nets.student, nets.disc_b, nets.projector):
+        with capture(nets.gen_ab, list(taps.teacher), "teacher generator") as t_feats:
+            nets.gen_ab(x)
+        with capture(nets.student, list(taps.student), "student generator") as s_feats:
+            nets.student(x)
+        try:
+            dcd_loss(nets.disc_b, taps.disc, nets.projector(t_feats, s_feats))
+        except ValueError as err:
+            raise UserError(f"{err} (data.crop_size={size})") from None
