@@ -206,7 +206,7 @@ def _coerce(value: Any, kind: Any, key: str) -> Any:
 
 def _apply(target: Any, values: dict, prefix: str, cfg: Config) -> None:
     if not isinstance(values, dict):
-        raise UserError(f"{prefix or 'config'}: expected a mapping, got {values!r}")
+        raise UserError(f"{prefix.rstrip('.') or 'config'}: expected a mapping, got {values!r}")
     fields = _fields(target)
     hints = typing.get_type_hints(type(target))
     for key, value in values.items():

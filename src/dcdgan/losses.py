@@ -59,8 +59,8 @@ def disc_view(disc: nn.Module, tap: str, projection: Tensor, source: str) -> Ten
     """The discriminator's activation at ``tap`` for a projected feature map; refuses an empty map."""
     try:
         phi = forward_until(disc, tap, projection, "discriminator")
-    except RuntimeError as err:
-        if "size" not in str(err).lower():
+    except (RuntimeError, ValueError) as err:  # conv kernels or norms that no longer fit the shrinking map
+        if "size" not in str(err).lower() and "spatial" not in str(err).lower():
             raise
         raise ValueError(
             f"DCD: the discriminator cannot read the {tuple(projection.shape[-2:])} projection of {source} before "

@@ -1,0 +1,86 @@
+"""Config: typed overrides, clear errors, recipes."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from dcdgan.config import Config, config_from_dict, load_config, recipe_names, to_dict, to_yaml, valid_keys
+from dcdgan.errors import UserError
+
+
+def test_defaults_are_the_paper_settings():
+    cfg = Config()
+    assert (cfg.train.lr, cfg.train.beta1, cfg.data.load_size, cfg.data.crop_size) == (2e-4, 0.5, 286, 256)
+    assert (cfg.distill.lambda_style, cfg.distill.lambda_feat) == (1e4, 10.0)
+    assert cfg.distill.teacher_taps == ["model.9", "model.12", "model.15", "model.18"] and cfg.distill.disc_tap == "model.10"
+    assert cfg.distill.student_gan_weight == 0 and cfg.distill.train_teacher_connectors is False
+
+
+def test_overrides_are_typed():
+    cfg = load_config("quickstart", ["train.lr=1e-4", "train.batch_size=3", "data.flip=false", "distill.teacher_taps=[model.9, model.18]", "run.name=007"])
+    assert cfg.train.lr == 1e-4 and cfg.train.batch_size == 3 and cfg.data.flip is False
+    assert cfg.distill.teacher_taps == ["model.9", "model.18"] and cfg.run.name == "007"
+
+
+def test_unknown_key_lists_valid_keys():
+    with pytest.raises(UserError, match=r"unknown config key 'train.batchsize'; valid keys: task, data.root, .*train.batch_size"):
+        load_config(None, ["train.batchsize=4"])
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("train.batch_size=four", "train.batch_size: expected int, got 'four'"),
+        ("distill.method=kd", "distill.method: 'kd' is not one of none, omgd, dcd"),
+        ("train.batch_size=0", "train.batch_size: must be at least 1"),
+        ("data.crop_size=300", r"data.crop_size \(300\) cannot exceed data.load_size \(286\)"),
+        ("data=foo", "data: expected a mapping"),
+        ("trainlr", "overrides look like section.key=value"),
+        ("distill.student_taps=[model.9]", "distill.student_taps has 1 entries but distill.teacher_taps has 4"),
+    ],
+)
+def test_bad_values_are_one_line_errors(override, message):
+    with pytest.raises(UserError, match=message):
+        load_config(None, [override])
+
+
+def test_cross_field_rules():
+    with pytest.raises(UserError, match="task pix2pix needs paired data"):
+        load_config(None, ["data.mode=unpaired"])
+    with pytest.raises(UserError, match="burst is the CycleGAN reference schedule"):
+        load_config(None, ["distill.schedule=burst"])
+    with pytest.raises(UserError, match="builtin:shoes_paired is paired data; set data.mode=paired"):
+        load_config("quickstart_unpaired", ["data.root=builtin:shoes_paired"])
+
+
+def test_recipes_all_load_and_round_trip(tmp_path):
+    names = recipe_names()
+    assert {"quickstart", "quickstart_unpaired", "horse2zebra", "summer2winter", "edges2shoes", "cityscapes"} <= set(names)
+    for name in names:
+        cfg = load_config(name)
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(to_yaml(cfg))
+        assert load_config(str(path)) == cfg
+        assert config_from_dict(to_dict(cfg)) == cfg
+
+
+def test_yaml_errors_name_the_file(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: [unclosed\n")
+    with pytest.raises(UserError, match="bad.yaml: invalid YAML"):
+        load_config(str(bad))
+    with pytest.raises(UserError, match="nope.yaml: no such config file or recipe"):
+        load_config("nope.yaml")
+    listed = tmp_path / "list.yaml"
+    listed.write_text(yaml.safe_dump([1, 2]))
+    with pytest.raises(UserError, match="list.yaml: expected a mapping"):
+        load_config(str(listed))
+
+
+def test_every_key_has_help():
+    from dcdgan.config import help_text
+
+    text = help_text()
+    for key in valid_keys():
+        assert f"{key} = " in text

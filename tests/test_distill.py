@@ -1,0 +1,140 @@
+"""End-to-end `dcdgan distill` through the CLI on the embedded data, resume exactness, failure behaviour."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from dcdgan.checkpoint import load_checkpoint
+from dcdgan.cli import main
+from dcdgan.weights import load_generator
+
+# tiny and fast: narrow networks, no VGG, no final FID; 2 steps
+TINY = [
+    "model.teacher_ngf=8",
+    "model.student_ngf=4",
+    "model.ndf=8",
+    "perceptual.weights=none",
+    "eval.final=false",
+    "eval.max_images=8",
+    "train.log_every=1",
+    "train.sample_every=0",
+    "train.checkpoint_every=0",
+]
+
+
+def distill(tmp_path: Path, name: str, *args: str) -> Path:
+    run_dir = tmp_path / name
+    assert main(["distill", *args, *TINY, "--run-dir", str(run_dir), "--quiet"]) == 0
+    return run_dir
+
+
+def records(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_paired_two_steps_writes_the_run_directory(tmp_path, offline):
+    run = distill(tmp_path, "paired", "quickstart", "train.max_steps=2")
+    for rel in ["config.yaml", "checkpoints/last.ckpt", "checkpoints/best.ckpt", "student.safetensors", "student.json",
+                "teacher.safetensors", "teacher.json", "metrics.jsonl", "report.html", "samples/step_0000002.png"]:
+        assert (run / rel).is_file(), rel
+    assert list((run / "tb").rglob("events.out.tfevents.*"))
+    train = [r for r in records(run) if "phase" in r]
+    assert [r["step"] for r in train] == [1, 2]
+    assert {"D", "G_gan", "G_L1", "S_dcd"} <= set(train[0]) and "S_style" not in train[0]
+    student, description = load_generator(run / "student.safetensors")
+    assert description["spec"] == {"netG": "mobile_resnet_9blocks", "ngf": 4, "input_nc": 1, "output_nc": 1, "dropout": 0.0, "norm": "instance"}
+    assert student(torch.zeros(1, 1, 32, 32)).shape == (1, 1, 32, 32)
+    state = load_checkpoint(run / "checkpoints" / "last.ckpt")
+    assert state["step"] == 2 and set(state["networks"]) == {"gen_ab", "disc_b", "student", "projector"}
+    assert set(state["optimizers"]) == {"disc", "gen", "student"}
+    assert "model.10.weight" in load_file(run / "teacher.safetensors") or "model.10.conv_block.1.conv.0.weight" in load_file(run / "teacher.safetensors")
+
+
+def test_unpaired_two_steps(tmp_path, offline):
+    run = distill(tmp_path, "unpaired", "quickstart_unpaired", "train.max_steps=2")
+    train = [r for r in records(run) if "phase" in r]
+    assert {"G_cycle", "G_idt", "D_A", "D_B", "S_dcd"} <= set(train[-1])
+    state = load_checkpoint(run / "checkpoints" / "last.ckpt")
+    assert {"gen_ab", "gen_ba", "disc_a", "disc_b", "student", "projector"} == set(state["networks"])
+    assert state["pools"]["b"]["images"].shape == (8, 1, 32, 32)  # 2 steps x batch 4 fakes pooled
+
+
+RESUME_CASES = [
+    ("quickstart", []),
+    ("quickstart_unpaired", ["loss.pool_size=2"]),  # full image pools (their contents and RNG) and both discriminators
+    # burst: 3-step phases, so the run stops mid teacher phase and resumes into the teacher snapshot and student burst
+    ("quickstart_unpaired", ["distill.schedule=burst", "distill.burst_every=1", "data.max_train_images=6", "train.batch_size=2"]),
+]
+
+
+@pytest.mark.parametrize("recipe, extra", RESUME_CASES)
+def test_resume_is_exact(tmp_path, offline, recipe, extra):
+    straight = distill(tmp_path, "straight", recipe, "train.max_steps=4", *extra)
+    first = distill(tmp_path, "resumed", recipe, "train.max_steps=2", *extra)
+    assert main(["distill", "--resume", str(first), "train.max_steps=4", "--quiet"]) == 0
+    losses = lambda run: [r for r in records(run) if "phase" in r]  # noqa: E731
+    assert losses(first) == losses(straight)
+    a = load_checkpoint(straight / "checkpoints" / "last.ckpt")
+    b = load_checkpoint(first / "checkpoints" / "last.ckpt")
+    assert a["step"] == b["step"] == 4
+    for net, state in a["networks"].items():
+        for key, value in state.items():
+            assert torch.equal(value, b["networks"][net][key]), f"{net}.{key}"
+
+
+def test_pretrained_teacher_stays_frozen(tmp_path, offline):
+    source = distill(tmp_path, "source", "quickstart", "train.max_steps=1")
+    run = distill(tmp_path, "frozen", "quickstart", "train.max_steps=2", f"model.teacher_weights={source / 'teacher.safetensors'}")
+    teacher = load_file(source / "teacher.safetensors")
+    state = load_checkpoint(run / "checkpoints" / "last.ckpt")
+    assert all(torch.equal(v, state["networks"]["gen_ab"][k]) for k, v in teacher.items())
+    assert "gen" not in state["optimizers"] and "G_L1" not in records(run)[0]
+
+
+def test_method_none_is_the_student_alone(tmp_path, offline):
+    run = distill(tmp_path, "none", "quickstart", "distill.method=none", "train.max_steps=2")
+    state = load_checkpoint(run / "checkpoints" / "last.ckpt")
+    assert set(state["networks"]) == {"gen_ab", "disc_b"}
+    assert not (run / "teacher.safetensors").exists()
+    _, description = load_generator(run / "student.safetensors")
+    assert description["spec"]["ngf"] == 4
+
+
+def test_missing_vgg_uses_the_documented_weight_free_setting(tmp_path, offline, capsys):
+    run_dir = tmp_path / "fallback"
+    args = [a for a in TINY if not a.startswith("perceptual")]
+    assert main(["distill", "train.max_steps=1", *args, "--run-dir", str(run_dir), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "VGG16 weights not found" in out and "weight-free setting (L1 to the teacher output x10" in out
+    assert "S_pixel" in records(run_dir)[0]
+    assert main(["distill", "train.max_steps=1", "perceptual.on_missing=error", *args, "--run-dir", str(tmp_path / "strict"), "--quiet"]) == 2
+    assert "VGG16 weights not found" in capsys.readouterr().err
+
+
+def test_bad_input_exits_2_with_one_line(tmp_path, offline, capsys):
+    assert main(["distill", "train.batchsize=3", "--run-dir", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("dcdgan distill: error: unknown config key 'train.batchsize'") and "\n" not in err
+    assert main(["distill", "data.root=/nonexistent/data", "--run-dir", str(tmp_path / "y")]) == 2
+    assert "/nonexistent/data: dataset folder not found" in capsys.readouterr().err
+    assert main(["distill", "data.crop_size=30", "data.load_size=30", *TINY, "--run-dir", str(tmp_path / "z")]) == 2
+    assert "use a multiple of 4" in capsys.readouterr().err
+    assert main(["distill", "data.crop_size=16", "data.load_size=16", "distill.dcd_min_size=1", *TINY, "--run-dir", str(tmp_path / "w")]) == 2
+    assert "raise distill.dcd_min_size" in capsys.readouterr().err
+
+
+def test_existing_run_is_not_overwritten(tmp_path, offline, capsys):
+    run = distill(tmp_path, "once", "quickstart", "train.max_steps=1")
+    assert main(["distill", "quickstart", "train.max_steps=1", *TINY, "--run-dir", str(run), "--quiet"]) == 2
+    assert "already holds a run; continue it with --resume" in capsys.readouterr().err
+
+
+def test_print_config_resolves_overrides(capsys):
+    assert main(["distill", "quickstart_unpaired", "train.batch_size=2", "--print-config"]) == 0
+    out = capsys.readouterr().out
+    assert "task: cyclegan" in out and "batch_size: 2" in out

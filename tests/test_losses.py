@@ -1,0 +1,145 @@
+"""Loss values on fixed inputs, and where gradients must and must not flow."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from dcdgan.errors import UserError
+from dcdgan.losses import dcd_loss, feature_loss, gan_loss_d, gan_loss_g, gram, style_loss
+from dcdgan.nets import DCDProjector, DCDTaps, GeneratorSpec, build_discriminator, build_generator
+from dcdgan.taps import capture, forward_until, tap_channels
+
+TAPS = ("model.9", "model.12", "model.15", "model.18")
+
+
+def dcd_setup(size: int, teacher_ngf: int = 8, student_ngf: int = 4, min_size: int = 32, conditional: bool = True):
+    """Seeded teacher/student/discriminator/projector and one input batch."""
+    torch.manual_seed(0)
+    teacher = build_generator(GeneratorSpec("mobile_resnet_9blocks", teacher_ngf))
+    student = build_generator(GeneratorSpec("mobile_resnet_9blocks", student_ngf))
+    c_d = 6 if conditional else 3
+    disc = build_discriminator(c_d, 8)
+    taps = DCDTaps(TAPS, TAPS, "model.10", min_size)
+    shape = (2, 3, size, size)
+    projector = DCDProjector(taps, tap_channels(teacher, list(TAPS), shape), tap_channels(student, list(TAPS), shape), c_d)
+    x = torch.randn(shape)
+    return teacher, student, disc, projector, taps, x
+
+
+def run_dcd(teacher, student, disc, projector, taps, x):
+    with capture(teacher, list(taps.teacher)) as t_feats:
+        teacher(x)
+    with capture(student, list(taps.student)) as s_feats:
+        student(x)
+    return dcd_loss(disc, taps.disc, projector(t_feats, s_feats))
+
+
+def test_dcd_loss_fixed_value():
+    loss = run_dcd(*dcd_setup(64))
+    assert loss.item() == pytest.approx(EXPECTED_DCD_64, rel=1e-4)
+
+
+def test_dcd_loss_by_hand_matches_definition():
+    teacher, student, disc, projector, taps, x = dcd_setup(64)
+    with capture(teacher, list(TAPS)) as tf, capture(student, list(TAPS)) as sf:
+        teacher(x)
+        student(x)
+    expected = 0.0
+    for tap in TAPS:
+        key = tap.replace(".", "_")
+        p_t = projector.teacher[key](tf[tap])
+        p_s = projector.student[key](sf[tap])
+        # 16x16 taps are upsampled to the 32x32 minimum before the discriminator reads them
+        p_t = torch.nn.functional.interpolate(p_t, size=(32, 32), mode="bilinear", align_corners=False)
+        p_s = torch.nn.functional.interpolate(p_s, size=(32, 32), mode="bilinear", align_corners=False)
+        phi = lambda p: disc.model[:11](p)  # noqa: E731 - up to and including model.10
+        expected += (phi(p_t) - phi(p_s)).abs().mean().item()
+    assert run_dcd(teacher, student, disc, projector, taps, x).item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_dcd_gradients_reach_student_and_its_connectors_only():
+    teacher, student, disc, projector, taps, x = dcd_setup(32)
+    for p in disc.parameters():
+        p.requires_grad_(False)  # the student step freezes D
+    run_dcd(teacher, student, disc, projector, taps, x).backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in projector.student.parameters())
+    tapped_student = [p for name, p in student.named_parameters() if int(name.split(".")[1]) <= 18]
+    assert all(p.grad is not None for p in tapped_student)
+    assert all(p.grad is None for p in teacher.parameters())
+    assert all(p.grad is None for p in projector.teacher.parameters())
+    assert all(p.grad is None for p in disc.parameters())
+    assert not projector.teacher.training and projector.student.training
+
+
+def test_trainable_teacher_connectors_get_gradients():
+    teacher, student, disc, _, taps, x = dcd_setup(32)
+    shape = (2, 3, 32, 32)
+    projector = DCDProjector(taps, tap_channels(teacher, list(TAPS), shape), tap_channels(student, list(TAPS), shape), 6, train_teacher=True)
+    run_dcd(teacher, student, disc, projector, taps, x).backward()
+    assert all(p.grad is not None for p in projector.teacher.parameters())
+    assert all(p.grad is None for p in teacher.parameters())
+
+
+@pytest.mark.parametrize("size", [32, 256])
+def test_dcd_finite_and_nonzero_at_small_and_full_size(size):
+    loss = run_dcd(*dcd_setup(size, teacher_ngf=4, student_ngf=2))
+    assert torch.isfinite(loss) and loss.item() > 1e-4
+
+
+def test_dcd_impossible_size_fails_clearly():
+    # 16x16 inputs give 4x4 taps; without upsampling the PatchGAN's stride-1 layer has nothing left to read
+    with pytest.raises(ValueError, match="DCD: the discriminator .* raise distill.dcd_min_size"):
+        run_dcd(*dcd_setup(16, teacher_ngf=4, student_ngf=2, min_size=1))
+
+
+def test_dcd_pairs_taps_by_position_with_unequal_channels():
+    teacher, student, disc, _, _, x = dcd_setup(32, teacher_ngf=8, student_ngf=2)
+    taps = DCDTaps(("model.9", "model.18"), ("model.12", "model.15"), "model.10", 32)
+    shape = (2, 3, 32, 32)
+    t_ch, s_ch = tap_channels(teacher, list(taps.teacher), shape), tap_channels(student, list(taps.student), shape)
+    assert t_ch == {"model.9": 32, "model.18": 32} and s_ch == {"model.12": 8, "model.15": 8}
+    projector = DCDProjector(taps, t_ch, s_ch, 6)
+    assert projector.student["model_9"][0].in_channels == 8 and projector.teacher["model_9"][0].in_channels == 32
+    assert run_dcd(teacher, student, disc, projector, taps, x).item() > 0
+
+
+def test_unknown_tap_is_a_clear_error():
+    teacher = build_generator(GeneratorSpec("mobile_resnet_9blocks", 4))
+    with pytest.raises(UserError, match=r"teacher generator: no module at model\.99; valid paths include"):
+        with capture(teacher, ["model.99"], "teacher generator"):
+            pass
+
+
+def test_forward_until_stops_at_the_tap():
+    disc = build_discriminator(3, 8)
+    x = torch.randn(1, 3, 64, 64)
+    assert torch.equal(forward_until(disc, "model.10", x), disc.model[:11](x))
+    # 8x8 inputs: the tap map (0x0 after stride-2 x3 and a 4x4 kernel) cannot exist; the full forward would crash
+    with pytest.raises((RuntimeError, ValueError)):
+        disc(torch.randn(1, 3, 8, 8))
+
+
+def test_gan_losses_fixed_values():
+    real, fake = torch.tensor([0.5, 2.0]), torch.tensor([-1.5, 0.25])
+    assert gan_loss_d(real, fake, "lsgan").item() == pytest.approx(0.5 * ((0.25 + 1) / 2 + (2.25 + 0.0625) / 2))
+    assert gan_loss_d(real, fake, "hinge").item() == pytest.approx(0.5 * (0.25 + 0.625))
+    assert gan_loss_g(fake, "hinge").item() == pytest.approx(0.625)
+    assert gan_loss_g(fake, "lsgan").item() == pytest.approx((6.25 + 0.5625) / 2)
+    bce = torch.nn.functional.softplus
+    assert gan_loss_g(fake, "vanilla").item() == pytest.approx(bce(-fake).mean().item())
+    with pytest.raises(ValueError, match="unknown GAN mode"):
+        gan_loss_g(fake, "wgan")
+
+
+def test_gram_and_style_feature_values():
+    f = torch.arange(8, dtype=torch.float32).reshape(1, 2, 2, 2)
+    g = gram(f)
+    # rows [0,1,2,3] and [4,5,6,7]: F F^T = [[14, 38], [38, 126]], divided by C*H*W = 8
+    assert torch.allclose(g, torch.tensor([[[14.0, 38.0], [38.0, 126.0]]]) / 8)
+    assert style_loss([f, f], [f * 0, f * 0]).item() == pytest.approx(2 * (14 + 38 + 38 + 126) / 8 / 4)
+    assert feature_loss(f, f + 2).item() == pytest.approx(2.0)
+
+
+# computed once with torch 2.15 on CPU; guards against silent changes to the loss, connectors or tap pairing
+EXPECTED_DCD_64 = 2.4440314769744873
