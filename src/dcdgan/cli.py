@@ -42,6 +42,7 @@ def cmd_distill(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from dcdgan.config import parse_override
     from dcdgan.evaluate import Segmentation
+    from dcdgan.metrics.lpips import load_lpips
     from dcdgan.metrics.segmentation import SegmentationScore, load_segmenter
     from dcdgan.runs import evaluate_run, format_table
 
@@ -64,6 +65,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         inception_choice=args.inception,
         fid="skip" if args.no_fid else "require",
         segmentation=segmentation,
+        lpips_model=load_lpips(args.lpips_backbone, args.lpips_net) if args.lpips_backbone else None,
         data_overrides=data_overrides,
         max_images=args.max_images,
         batch_size=args.batch_size,
@@ -137,6 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--labels", help="folder of integer label maps named like the test images (with --segmenter)")
     p.add_argument("--num-classes", type=int, default=19, help="segmentation classes (default 19, Cityscapes train ids)")
     p.add_argument("--ignore-index", type=int, default=255, help="label value to ignore (default 255)")
+    p.add_argument("--lpips-backbone", help="torchvision backbone state dict (features.N.*) for LPIPS on paired data; LPIPS is skipped without it")
+    p.add_argument("--lpips-net", default="alex", choices=("alex", "vgg", "squeeze"), help="LPIPS backbone architecture (default alex)")
     p.add_argument("--set", action="append", default=[], metavar="data.KEY=VALUE", help="change a data key, e.g. data.root=/new/path")
     p.add_argument("--json", action="store_true", help="print metrics as JSON")
     p.set_defaults(func=cmd_eval)

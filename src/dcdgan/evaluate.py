@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 from dcdgan.errors import UserError
 from dcdgan.metrics.fid import ReferenceStats, frechet_distance, kernel_inception_distance
 from dcdgan.metrics.inception import FIDInception
+from dcdgan.metrics.lpips import lpips_distance
 from dcdgan.metrics.paired import psnr_ssim, to_uint8
 from dcdgan.metrics.profile import count_macs, count_params
 from dcdgan.metrics.segmentation import SegmentationScore, read_label_map
@@ -97,19 +98,23 @@ def score_generator(
     inception: FIDInception | None = None,
     reference: ReferenceStats | None = None,
     segmentation: Segmentation | None = None,
+    lpips_model: nn.Module | None = None,
     desc: str = "",
     quiet_bar: bool = False,
 ) -> dict:
-    """Metrics of ``gen`` on ``dataset``: fid/kid against ``reference``, psnr/ssim when items carry an aligned B."""
-    feats, psnr, ssim, n = [], [], [], 0
+    """Metrics of ``gen`` on ``dataset``: fid/kid against ``reference``; psnr/ssim (and lpips) when items carry an aligned B."""
+    feats, psnr, ssim, lpips, n = [], [], [], [], 0
     for fake, batch in translate(gen, batches(dataset, batch_size, max_images), device, desc, quiet_bar):
         n += len(fake)
         if inception is not None:
             feats.append(inception(fake).cpu().numpy())
         if "B" in batch and batch["B"].shape == fake.shape:
-            p, s = psnr_ssim(fake, to_uint8(batch["B"]))
+            real = to_uint8(batch["B"])
+            p, s = psnr_ssim(fake, real)
             psnr.append(p)
             ssim.append(s)
+            if lpips_model is not None:
+                lpips.append(lpips_distance(lpips_model, fake, real))
         if segmentation is not None:
             segmentation.scorer.update(fake, segmentation.labels_for(batch["name"]))
     result: dict = {"n_images": n}
@@ -122,6 +127,8 @@ def score_generator(
     if psnr:
         result["psnr"] = float(torch.cat(psnr).mean())
         result["ssim"] = float(torch.cat(ssim).mean())
+    if lpips:
+        result["lpips"] = float(torch.cat(lpips).mean())
     if segmentation is not None:
         result.update(segmentation.scorer.compute())
     return result

@@ -117,6 +117,7 @@ def evaluate_run(
     inception_choice: str | None = None,
     fid: str = "auto",
     segmentation: Segmentation | None = None,
+    lpips_model: nn.Module | None = None,
     data_overrides: dict | None = None,
     max_images: int | None = None,
     batch_size: int | None = None,
@@ -168,7 +169,9 @@ def evaluate_run(
     models = {}
     for name, (state, role) in entries.items():
         gen = generator_from_checkpoint(state, role).to(device)
-        scores = score_generator(gen, dataset, device, batch_size, max_images, inception, reference, segmentation, desc=f"eval {name}", quiet_bar=quiet)
+        scores = score_generator(
+            gen, dataset, device, batch_size, max_images, inception, reference, segmentation, lpips_model, desc=f"eval {name}", quiet_bar=quiet
+        )
         if segmentation is not None:
             segmentation.scorer.confusion[:] = 0  # one confusion matrix per model
         models[name] = {"step": state["step"], **scores, **size_of(gen, cfg.data.input_nc, cfg.data.crop_size)}
@@ -205,7 +208,7 @@ def _fmt(value, kind: str) -> str:
     return f"{value:.3f}" if kind == "ssim" else f"{value:.2f}"
 
 
-COLUMNS = [("params", "params", "count"), ("MACs", "macs", "macs"), ("FID", "fid", "fid"), ("KIDx1e3", "kid_mean", "kid"), ("PSNR", "psnr", "psnr"), ("SSIM", "ssim", "ssim"), ("mIoU", "miou", "ssim")]
+COLUMNS = [("params", "params", "count"), ("MACs", "macs", "macs"), ("FID", "fid", "fid"), ("KIDx1e3", "kid_mean", "kid"), ("PSNR", "psnr", "psnr"), ("SSIM", "ssim", "ssim"), ("LPIPS", "lpips", "ssim"), ("mIoU", "miou", "ssim")]
 
 
 def table_rows(metrics: dict) -> tuple[list[str], list[list[str]]]:
