@@ -7,7 +7,10 @@ input silently degrades the loss, so the preprocessing is part of what we resolv
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
+import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -151,7 +154,11 @@ def load_vgg_file(path: str | os.PathLike, preprocess: str = "auto") -> VGGPerce
 def _torchvision_download() -> VGGPerceptual:
     from torchvision.models import VGG16_Weights
 
-    state = VGG16_Weights.IMAGENET1K_V1.get_state_dict(progress=False)
+    chatter = io.StringIO()
+    # torch.hub announces a download (on stdout) before trying it; keep failed tries quiet, show successful ones
+    with contextlib.redirect_stdout(chatter), contextlib.redirect_stderr(chatter):
+        state = VGG16_Weights.IMAGENET1K_V1.get_state_dict(progress=False)
+    sys.stderr.write(chatter.getvalue())
     features = vgg16_features()
     features.load_state_dict(_strip_prefix(state))
     return VGGPerceptual(features, "torchvision")
