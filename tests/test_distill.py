@@ -27,9 +27,10 @@ TINY = [
 ]
 
 
-def distill(tmp_path: Path, name: str, *args: str) -> Path:
+def distill(tmp_path: Path, name: str, recipe: str, *overrides: str) -> Path:
+    """Run a tiny distillation; the test's overrides come last, so they win over TINY."""
     run_dir = tmp_path / name
-    assert main(["distill", *args, *TINY, "--run-dir", str(run_dir), "--quiet"]) == 0
+    assert main(["distill", recipe, *TINY, *overrides, "--run-dir", str(run_dir), "--quiet"]) == 0
     return run_dir
 
 
@@ -138,3 +139,19 @@ def test_print_config_resolves_overrides(capsys):
     assert main(["distill", "quickstart_unpaired", "train.batch_size=2", "--print-config"]) == 0
     out = capsys.readouterr().out
     assert "task: cyclegan" in out and "batch_size: 2" in out
+
+
+def test_omgd_uses_vgg_and_no_dcd(tmp_path, offline):
+    with pytest.warns(UserWarning, match="RANDOM weights"):
+        run = distill(tmp_path, "omgd", "quickstart", "distill.method=omgd", "perceptual.weights=random", "train.max_steps=1")
+    record = records(run)[0]
+    assert {"S_style", "S_feat"} <= set(record) and "S_dcd" not in record
+    assert "projector" not in load_checkpoint(run / "checkpoints" / "last.ckpt")["networks"]
+
+
+def test_report_shows_table_curves_and_samples(tmp_path, offline):
+    run = distill(tmp_path, "report", "quickstart", "train.max_steps=2", "eval.every=1", "train.sample_every=1")
+    html = (run / "report.html").read_text()
+    assert 'src="curves_losses.png"' in html and 'src="curves_validation.png"' in html
+    assert 'src="samples/step_0000001.png"' in html and 'src="samples/step_0000002.png"' in html
+    assert (run / "curves_losses.png").stat().st_size > 1000

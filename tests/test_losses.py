@@ -81,8 +81,8 @@ def test_trainable_teacher_connectors_get_gradients():
     assert all(p.grad is None for p in teacher.parameters())
 
 
-@pytest.mark.parametrize("size", [32, 256])
-def test_dcd_finite_and_nonzero_at_small_and_full_size(size):
+@pytest.mark.parametrize("size", [32, 64, 128, 256, 512])
+def test_dcd_finite_and_nonzero_from_32_to_512(size):
     loss = run_dcd(*dcd_setup(size, teacher_ngf=4, student_ngf=2))
     assert torch.isfinite(loss) and loss.item() > 1e-4
 

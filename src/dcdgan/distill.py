@@ -144,7 +144,8 @@ def distill(cfg: Config, run_dir: Path, resume: bool = False, quiet: bool = Fals
     student_set = data.train_inputs() if cfg.distill.schedule == "burst" and cfg.distill.method != "none" else None
     val_name = "holdout" if cfg.data.val_split == "holdout" else cfg.data.val_split
     unpaired = cfg.data.mode == "unpaired"
-    plan = build_plan(cfg, len(train_set), len(student_set) if student_set is not None else 0)
+    plan = build_plan(cfg, len(train_set), len(student_set) if student_set is not None else 0, accelerator.num_processes)
+    global_batch = cfg.train.batch_size * accelerator.num_processes
 
     # ---- networks, losses, optimizers
     nets = build_networks(cfg)
@@ -184,12 +185,16 @@ def distill(cfg: Config, run_dir: Path, resume: bool = False, quiet: bool = Fals
     if selection.metric is None:
         say(accelerator, "validation: unpaired data, no teacher and no FID weights: nothing to select on, best.ckpt = last")
 
-    # ---- data loaders (one per step kind; samplers choose the pass and where to resume)
-    samplers = {kind: EpochSampler(len(train_set), cfg.train.seed) for kind in (JOINT, TASK)}
-    loaders = {kind: DataLoader(train_set, cfg.train.batch_size, sampler=s, num_workers=cfg.data.num_workers) for kind, s in samplers.items()}
+    # ---- data loaders: one per step kind; the sampler picks the pass and where to resume, Accelerate shards
+    # its batches across processes and places them on the device
+    samplers = {JOINT: EpochSampler(len(train_set), cfg.train.seed)}
+    samplers[TASK] = samplers[JOINT]
+    loaders = {JOINT: DataLoader(train_set, cfg.train.batch_size, sampler=samplers[JOINT], num_workers=cfg.data.num_workers)}
     if student_set is not None:
         samplers[STUDENT] = EpochSampler(len(student_set), cfg.train.seed)
         loaders[STUDENT] = DataLoader(student_set, cfg.train.batch_size, sampler=samplers[STUDENT], num_workers=cfg.data.num_workers)
+    loaders = {kind: accelerator.prepare_data_loader(loader) for kind, loader in loaders.items()}
+    loaders[TASK] = loaders[JOINT]
 
     step = 0
     if state is not None:
@@ -240,9 +245,8 @@ def distill(cfg: Config, run_dir: Path, resume: bool = False, quiet: bool = Fals
                 if opt is not None:
                     for group in opt.param_groups:
                         group["lr"] = cfg.train.lr * factor
-            samplers[phase.kind].begin(phase.index, skip=offset * cfg.train.batch_size)
+            samplers[phase.kind].begin(phase.index, skip=offset * global_batch)
             for batch in loaders[phase.kind]:
-                batch = {k: v.to(accelerator.device) if torch.is_tensor(v) else v for k, v in batch.items()}
                 if phase.kind == JOINT:
                     losses = joint_step(t, batch, update_task=step % cfg.distill.n_dis == 0)
                 elif phase.kind == TASK:

@@ -28,9 +28,12 @@ def lr_factor(epoch: int, constant: int, decay: int) -> float:
     return 1.0 - max(0, epoch + 1 - constant) / float(decay + 1)
 
 
-def build_plan(cfg: Config, train_size: int, student_size: int) -> list[Phase]:
-    """Phases for the configured method and schedule; ``student_size`` is the burst schedule's A-image count."""
-    bs = cfg.train.batch_size
+def build_plan(cfg: Config, train_size: int, student_size: int, processes: int = 1) -> list[Phase]:
+    """Phases for the configured method and schedule; ``student_size`` is the burst schedule's A-image count.
+
+    A step consumes ``batch_size`` items on each of ``processes`` data-parallel processes.
+    """
+    bs = cfg.train.batch_size * processes
     epochs = cfg.train.nepochs + cfg.train.nepochs_decay
     steps = math.ceil(train_size / bs)
     d = cfg.distill
