@@ -366,6 +366,12 @@ class SplitData:
     def __len__(self) -> int:
         return len(self.pairs) if self.pairs is not None else len(self.a)
 
+    def select(self, choose) -> "SplitData":
+        """Keep, of the pairs (or of A and of B separately), the indices ``choose(count, description)`` returns."""
+        if self.pairs is not None:
+            return SplitData(pairs=Subset(self.pairs, choose(len(self.pairs), "the training pairs")))
+        return SplitData(a=Subset(self.a, choose(len(self.a), "the A training images")), b=Subset(self.b, choose(len(self.b), "the B training images")))
+
 
 @dataclass
 class _PairSide:
@@ -425,7 +431,7 @@ class DataRoot:
 
     def _holdout_indices(self, n: int, count: int, what: str) -> tuple[list[int], list[int]]:
         if count < 1 or count >= n:
-            raise UserError(f"data.holdout={count} must be between 1 and {n - 1} ({what} has {n} items)")
+            raise UserError(f"data.holdout={count} must be between 1 and {n - 1} ({what}: {n})")
         chosen = np.random.default_rng(HOLDOUT_SEED).permutation(n)[:count]
         keep = sorted(set(range(n)) - set(chosen.tolist()))
         return sorted(chosen.tolist()), keep
@@ -433,24 +439,15 @@ class DataRoot:
     def split(self, name: str) -> SplitData:
         """Sources of a split; ``holdout`` and the train split account for the carved-out validation images."""
         cfg = self.cfg
-        carve = cfg.val_split == "holdout" and name in ("holdout", cfg.train_split)
         if name == "holdout" and cfg.val_split != "holdout":
             raise UserError("split 'holdout' exists only when data.val_split=holdout")
-        raw = self._raw_split(cfg.train_split if name == "holdout" else name)
-        if carve:
-            pick = 0 if name == "holdout" else 1
-            if raw.pairs is not None:
-                raw = SplitData(pairs=Subset(raw.pairs, self._holdout_indices(len(raw.pairs), cfg.holdout, "train")[pick]))
-            else:
-                a = Subset(raw.a, self._holdout_indices(len(raw.a), cfg.holdout, "trainA")[pick])
-                b = Subset(raw.b, self._holdout_indices(len(raw.b), cfg.holdout, "trainB")[pick])
-                raw = SplitData(a=a, b=b)
+        data = self._raw_split(cfg.train_split if name == "holdout" else name)
+        if cfg.val_split == "holdout" and name in ("holdout", cfg.train_split):
+            side = 0 if name == "holdout" else 1  # (held out, kept for training)
+            data = data.select(lambda n, what: self._holdout_indices(n, cfg.holdout, what)[side])
         if name == cfg.train_split and cfg.max_train_images > 0:
-            if raw.pairs is not None:
-                raw = SplitData(pairs=Subset(raw.pairs, list(range(min(cfg.max_train_images, len(raw.pairs))))))
-            else:
-                raw = SplitData(a=Subset(raw.a, list(range(min(cfg.max_train_images, len(raw.a))))), b=Subset(raw.b, list(range(min(cfg.max_train_images, len(raw.b))))))
-        return raw
+            data = data.select(lambda n, what: list(range(min(cfg.max_train_images, n))))
+        return data
 
     def transform(self, train: bool) -> Transform:
         """The configured preprocessing (random only when ``train``)."""

@@ -183,7 +183,7 @@ def distill(cfg: Config, run_dir: Path, resume: bool = False, quiet: bool = Fals
         inception = load_inception(cfg.eval.inception).to(accelerator.device)
         val_reference = runs.reference_stats(run_dir, data, val_name, inception, cfg.eval.batch_size, cfg.eval.max_images, quiet)
     if selection.metric is None:
-        say(accelerator, "validation: unpaired data, no teacher and no FID weights: nothing to select on, best.ckpt = last")
+        say(accelerator, "validation: unpaired data, no teacher and no FID weights: nothing to select on; no best.ckpt, the last student is the result")
 
     # ---- data loaders: one per step kind; the sampler picks the pass and where to resume, Accelerate shards
     # its batches across processes and places them on the device

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from dcdgan.errors import UserError
+from dcdgan.weights import read_state_dict
 
 # torchvision vgg16().features indices of relu1_2, relu2_2, relu3_3, relu4_3
 VGG_TAPS = {"relu1_2": 3, "relu2_2": 8, "relu3_3": 15, "relu4_3": 22}
@@ -136,10 +137,7 @@ def load_vgg_file(path: str | os.PathLike, preprocess: str = "auto") -> VGGPerce
             else:
                 raise UserError(f"{path}: the file does not declare its preprocessing; set perceptual.preprocess to caffe or torchvision")
     else:
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:  # torch raises several types for corrupt or unsafe pickles
-            raise UserError(f"{path}: not a loadable PyTorch state dict ({type(err).__name__})") from None
+        state = read_state_dict(path)
         if preprocess == "auto":
             preprocess = "torchvision"  # .pth VGG16 files are torchvision's layout and training
     features = vgg16_features()

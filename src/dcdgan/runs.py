@@ -129,7 +129,10 @@ def evaluate_run(
     ``fid``: ``require`` (error when no Inception weights), ``auto`` (FID/KID when weights are found), ``skip``.
     """
     source = Path(source)
-    run_dir = source if source.is_dir() else source.parent.parent
+    if source.is_dir():
+        run_dir = source
+    else:  # a checkpoint: results go to its run directory when it sits in one
+        run_dir = source.parent.parent if source.parent.name == "checkpoints" else source.parent
     last_path = last_checkpoint(source) if source.is_dir() else source
     last = load_checkpoint(last_path)
     cfg = config_from_dict({**last["config"], "data": {**last["config"]["data"], **(data_overrides or {})}})
