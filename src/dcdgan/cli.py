@@ -106,15 +106,16 @@ def cmd_profile(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
+    from dcdgan.config import recipe_names
     from dcdgan.nets import GENERATORS
 
     parser = argparse.ArgumentParser(prog="dcdgan", description=DESCRIPTION)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("distill", help="train teacher, discriminator and student online (default: built-in quickstart)", description=(
-        "Distill a student generator. CONFIG is a YAML file or a packaged recipe (quickstart, quickstart_unpaired, "
-        "horse2zebra, summer2winter, edges2shoes, cityscapes); without one, the quickstart runs on the embedded "
-        "Fashion-MNIST shoes on CPU in minutes. KEY=VALUE overrides any config key (see --help-config)."))
+        f"Distill a student generator. CONFIG is a YAML file or a packaged recipe ({', '.join(recipe_names())}); "
+        "without one, the quickstart runs on the embedded Fashion-MNIST shoes on CPU in minutes. "
+        "KEY=VALUE overrides any config key (see --help-config)."))
     p.add_argument("config", nargs="?", help="YAML file or recipe name (default: quickstart)")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. train.batch_size=4 data.root=/data/h2z")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from checkpoints/last.ckpt")

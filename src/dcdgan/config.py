@@ -297,7 +297,8 @@ def to_yaml(cfg: Config) -> str:
 def help_text() -> str:
     """Every key with its default and help, for ``--help-config``."""
     cfg = Config()
-    lines = []
+    lines = ["Config keys with their built-in defaults (the paper's settings); a recipe or YAML file overrides them, "
+             "key=value overrides both. See a recipe's values with: dcdgan distill RECIPE --print-config", ""]
     for section, f in _fields(cfg).items():
         value = getattr(cfg, section)
         if not dataclasses.is_dataclass(value):

@@ -8,6 +8,7 @@ against the file; readers that only know mu/sigma ignore it.
 from __future__ import annotations
 
 import io
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,7 +41,10 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
     if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape:
         raise UserError(f"FID statistics of different dimensions: {mu1.shape} vs {mu2.shape}")
     diff = mu1 - mu2
-    covmean, _ = linalg.sqrtm(sigma1.dot(sigma2), disp=False)
+    with warnings.catch_warnings():
+        # fewer images than dimensions make sigma singular; scipy warns, the eps retry below handles it as pytorch-fid does
+        warnings.simplefilter("ignore", linalg.LinAlgWarning)
+        covmean, _ = linalg.sqrtm(sigma1.dot(sigma2), disp=False)
     if not np.isfinite(covmean).all():
         offset = np.eye(sigma1.shape[0]) * eps
         covmean = linalg.sqrtm((sigma1 + offset).dot(sigma2 + offset))
