@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from dcdgan import runs
 from dcdgan.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from dcdgan.config import Config, to_dict, to_yaml
+from dcdgan.config import Config, to_dict
 from dcdgan.data import DataRoot, EpochSampler
 from dcdgan.errors import UserError
 from dcdgan.evaluate import batches, l1_distance, score_generator
