@@ -205,6 +205,11 @@ def distill(cfg: Config, run_dir: Path, resume: bool = False, quiet: bool = Fals
     metrics_log.truncate_after(step)
     sample_batch = next(iter(batches(data.eval_dataset(val_name), 4)))
 
+    def save(path: Path, at_step: int) -> None:
+        """Checkpoint the run as it is now (main process only)."""
+        if accelerator.is_main_process:
+            save_checkpoint(path, checkpoint_state(t, selection, at_step, len(train_set)))
+
     def validate(at_step: int) -> None:
         """Score the deliverable on validation; keep best.ckpt."""
         if selection.metric is None:
@@ -215,8 +220,7 @@ def distill(cfg: Config, run_dir: Path, resume: bool = False, quiet: bool = Fals
         accelerator.log({f"val/{selection.metric}": score}, step=at_step)
         if selection.best_score is None or score < selection.best_score:
             selection.best_score, selection.best_step = score, at_step
-            if accelerator.is_main_process:
-                save_checkpoint(runs.best_checkpoint(run_dir), checkpoint_state(t, selection, at_step, len(train_set)))
+            save(runs.best_checkpoint(run_dir), at_step)
 
     def select_snapshot(at_step: int) -> None:
         """Burst schedule: the student's teacher becomes the best-on-validation (or latest) teacher so far."""
@@ -264,11 +268,10 @@ def distill(cfg: Config, run_dir: Path, resume: bool = False, quiet: bool = Fals
                     save_sample_grid(run_dir, step, sample_batch, t.unwrap(nets.gen_ab), nets.student and t.unwrap(nets.student), accelerator)
                 if cfg.eval.every and step % cfg.eval.every == 0:
                     validate(step)
-                if cfg.train.checkpoint_every and step % cfg.train.checkpoint_every == 0 and accelerator.is_main_process:
-                    save_checkpoint(runs.last_checkpoint(run_dir), checkpoint_state(t, selection, step, len(train_set)))
+                if cfg.train.checkpoint_every and step % cfg.train.checkpoint_every == 0:
+                    save(runs.last_checkpoint(run_dir), step)
                 if stop_request.requested:
-                    if accelerator.is_main_process:
-                        save_checkpoint(runs.last_checkpoint(run_dir), checkpoint_state(t, selection, step, len(train_set)))
+                    save(runs.last_checkpoint(run_dir), step)
                     bar.close()
                     say(accelerator, f"stopped at step {step}; saved {runs.last_checkpoint(run_dir)}; continue with: dcdgan distill --resume {run_dir}")
                     raise KeyboardInterrupt
@@ -280,8 +283,8 @@ def distill(cfg: Config, run_dir: Path, resume: bool = False, quiet: bool = Fals
     # ---- the end: last validation, checkpoint, deliverables, final evaluation and report
     if not selection.history or selection.history[-1]["step"] != step:
         validate(step)
+    save(runs.last_checkpoint(run_dir), step)
     if accelerator.is_main_process:
-        save_checkpoint(runs.last_checkpoint(run_dir), checkpoint_state(t, selection, step, len(train_set)))
         save_sample_grid(run_dir, step, sample_batch, t.unwrap(nets.gen_ab), nets.student and t.unwrap(nets.student), accelerator)
         info = {"image_size": cfg.data.crop_size, "direction": cfg.data.direction, "input_range": [-1, 1], "step": step, "task": cfg.task}
         save_generator(run_dir / "student.safetensors", t.unwrap(nets.deliverable), student_spec(cfg), info | {"role": "student"})
