@@ -61,9 +61,11 @@ def method_overrides(method: str, cfg: Config, gan_weight: float) -> list[str]:
 
 def budget_overrides(cfg: Config, budget: int, val_points: int, val_metric: str) -> list[str]:
     """Same step budget for every method: enough epochs at a constant rate, cut at ``budget`` steps, validated val_points times."""
+    metric = val_metric if val_metric != "auto" else ("l1" if cfg.data.mode == "paired" else "fid")
+    if budget == 0:  # the recipe's own schedule (the paper's, for the full-size recipes)
+        return [f"eval.metric={metric}", "eval.final=false"]
     steps_per_epoch = math.ceil(len(DataRoot(cfg.data).train_dataset()) / cfg.train.batch_size)
     every = max(1, budget // val_points)
-    metric = val_metric if val_metric != "auto" else ("l1" if cfg.data.mode == "paired" else "fid")
     return [
         f"train.nepochs={math.ceil(budget / steps_per_epoch)}",
         "train.nepochs_decay=0",
@@ -232,7 +234,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("task", help="a recipe name or YAML file (quickstart, quickstart_unpaired, horse2zebra_128, ...)")
     parser.add_argument("--seeds", type=int, default=3, help="seeds 0 .. N-1")
-    parser.add_argument("--budget", type=int, required=True, help="training steps of every run")
+    parser.add_argument("--budget", type=int, required=True, help="training steps of every run (0 = the recipe's full schedule)")
     parser.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated subset of {', '.join(METHODS)}")
     parser.add_argument("--gan-weight", type=float, default=1.0, help="distill.student_gan_weight of the dcd_gan method")
     parser.add_argument("--val-points", type=int, default=3, help="validations per run (model selection)")
