@@ -32,6 +32,7 @@ from dcdgan.perceptual import ENV_VAR as VGG_ENV_VAR
 from dcdgan.perceptual import VGGPerceptual, resolve_vgg
 from dcdgan.pool import ImagePool
 from dcdgan.samples import save_sample_grid
+from dcdgan.scan import check_before_training
 from dcdgan.schedule import JOINT, STUDENT, TASK, build_plan, locate, phase_lr_factor, total_steps
 from dcdgan.steps import Training, burst_student_step, joint_step, task_step
 from dcdgan.weights import save_generator
@@ -130,6 +131,7 @@ def trainable(*modules) -> list:
 def distill(cfg: Config, run_dir: Path, resume: bool = False, quiet: bool = False) -> Path:
     """Run (or continue) the configured distillation in ``run_dir``; returns the run directory."""
     state = load_checkpoint(runs.last_checkpoint(run_dir)) if resume else None
+    bad_images = check_before_training(cfg, run_dir, quiet)  # every image of every split, before compute is spent
     accelerator = Accelerator(
         mixed_precision=cfg.train.mixed_precision, cpu=cfg.train.cpu, log_with="tensorboard", project_dir=str(run_dir)
     )
@@ -139,7 +141,7 @@ def distill(cfg: Config, run_dir: Path, resume: bool = False, quiet: bool = Fals
     started = time.time()
 
     # ---- data
-    data = DataRoot(cfg.data)
+    data = DataRoot(cfg.data, exclude=bad_images)
     train_set = data.train_dataset()
     student_set = data.train_inputs() if cfg.distill.schedule == "burst" and cfg.distill.method != "none" else None
     val_name = "holdout" if cfg.data.val_split == "holdout" else cfg.data.val_split
