@@ -15,8 +15,8 @@ DESCRIPTION = "dcdgan: compress pix2pix/CycleGAN generators with Discriminator-C
 
 
 def cmd_distill(args: argparse.Namespace) -> int:
-    from dcdgan.checkpoint import load_checkpoint
-    from dcdgan.config import apply_overrides, config_from_dict, help_text, load_config, to_yaml
+    from dcdgan.checkpoint import check_compatible, load_checkpoint
+    from dcdgan.config import apply_overrides, config_from_dict, help_text, load_config, to_dict, to_yaml
     from dcdgan.distill import distill
     from dcdgan.runs import default_run_dir, last_checkpoint, require_run_dir
 
@@ -27,7 +27,9 @@ def cmd_distill(args: argparse.Namespace) -> int:
     if args.resume:
         run_dir = Path(args.resume)
         require_run_dir(run_dir)
-        cfg = apply_overrides(config_from_dict(load_checkpoint(last_checkpoint(run_dir))["config"]), overrides)
+        state = load_checkpoint(last_checkpoint(run_dir))
+        cfg = apply_overrides(config_from_dict(state["config"]), overrides)
+        check_compatible(state, to_dict(cfg), last_checkpoint(run_dir))
     else:
         cfg = load_config(source or "quickstart", overrides)
         run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(cfg)

@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from dcdgan import runs
-from dcdgan.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from dcdgan.checkpoint import load_checkpoint, load_network_state, rng_state, save_checkpoint, set_rng_state
 from dcdgan.config import Config, to_dict
 from dcdgan.data import DataRoot, EpochSampler
 from dcdgan.errors import UserError
@@ -358,7 +358,7 @@ def restore(state: dict, t: Training, selection: Selection, train_size: int) -> 
     if set(state["networks"]) != set(names):
         raise UserError(f"checkpoint networks {sorted(state['networks'])} do not match this config's {sorted(names)}")
     for name, net in names.items():
-        t.unwrap(net).load_state_dict(state["networks"][name])
+        load_network_state(t.unwrap(net), state["networks"][name], runs.last_checkpoint(t.accelerator.project_dir), name)
     optimizers = {"disc": t.opt_disc, "gen": t.opt_gen, "student": t.opt_student}
     for name, opt in optimizers.items():
         if opt is not None:

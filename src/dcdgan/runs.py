@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from dcdgan.checkpoint import atomic_write, load_checkpoint
+from dcdgan.checkpoint import atomic_write, load_checkpoint, load_network_state
 from dcdgan.config import Config, config_from_dict, to_dict, to_yaml
 from dcdgan.data import DataRoot, folder_dataset
 from dcdgan.errors import UserError
@@ -116,7 +116,7 @@ def generator_from_checkpoint(state: dict, role: str) -> nn.Module:
         net, key = build_generator(teacher_spec(cfg)), "gen_ab"
     else:
         net, key = build_generator(student_spec(cfg)), "student" if "student" in state["networks"] else "gen_ab"
-    net.load_state_dict(state["networks"][key])
+    load_network_state(net, state["networks"][key], "checkpoint", key)
     return net.eval()
 
 

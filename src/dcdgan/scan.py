@@ -222,9 +222,9 @@ def survey(folder: Path, report: ScanReport) -> list[Path]:
             others.append(entry.name)
     if others:
         shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
-        report.warnings.append(Problem(str(folder), f"{plural(len(others), 'file')} that {'is' if len(others) == 1 else 'are'} not an image ignored: {shown}"))
+        report.warnings.append(Problem(str(folder), f"ignored {plural(len(others), 'file')} that {'is not an image' if len(others) == 1 else 'are not images'}: {shown}"))
     for name, count in nested.items():
-        report.warnings.append(Problem(str(folder / name), f"{plural(count, 'image')} in a subfolder not used (image folders are read non-recursively)"))
+        report.warnings.append(Problem(str(folder / name), f"{plural(count, 'image')} in this subfolder {'is' if count == 1 else 'are'} not used (image folders are read non-recursively)"))
     return images
 
 
