@@ -33,7 +33,7 @@ class Training:
     opt_student: Optimizer | None  # None: method=none
     taps: DCDTaps | None  # None unless method=dcd
     vgg: VGGPerceptual | None
-    pixel_weight: float  # L1 to the teacher output: the weight-free stand-in for the VGG losses (0 when VGG is used)
+    pixel_weight: float  # L1 to the teacher output: distill.lambda_pixel, or the weight-free stand-in for the VGG losses
     pool_a: ImagePool | None = None
     pool_b: ImagePool | None = None
 
