@@ -8,6 +8,12 @@ from pathlib import Path
 import pytest
 import torch
 
+# One intra-op thread per test process (and per `python -m dcdgan` a test starts, via the environment): on a
+# small shared CPU, torch's OpenMP threads spin against each other and against other processes, which made
+# tiny ops (an 8x8 instance norm) up to 1000x slower; single-threaded, the suite's time stays predictable.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_VGG = REPO.parent / "shared" / "weights" / "vgg16_imagenet_caffe_features.safetensors"
 
