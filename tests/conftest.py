@@ -56,6 +56,7 @@ TINY_RUN = [  # narrow networks, no VGG, no final evaluation, a log line every s
     "train.log_every=1",
     "train.sample_every=0",
     "train.checkpoint_every=0",
+    "eval.max_images=8",
 ]
 
 
