@@ -37,3 +37,11 @@ def offline(monkeypatch):
         raise OSError("offline (test)")
 
     monkeypatch.setattr(perceptual, "_torchvision_download", no_download)
+
+
+@pytest.fixture(scope="session")
+def tiny_run_dir(tmp_path_factory):
+    """One tiny 2-step quickstart run (student ngf 4, teacher ngf 8) shared by the deployment tests."""
+    from deploy_run import tiny_run
+
+    return tiny_run(tmp_path_factory.mktemp("deploy"))

@@ -77,6 +77,17 @@ def _macs(spec: GeneratorSpec, height: int, width: int) -> int:
     return count_macs(build_generator(spec), (1, spec.input_nc, height, width))
 
 
+class RunnerModule(nn.Module):
+    """A Runner as a generator-like module (tensors in, tensors out), for code written against nn.Module (evaluation)."""
+
+    def __init__(self, runner: Runner):
+        super().__init__()
+        self.runner = runner
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(self.runner(images.detach().float().cpu().numpy())).to(images.device)
+
+
 # ---------------------------------------------------------------- sources: what a MODEL argument names
 
 
@@ -273,6 +284,8 @@ def runner_from_module(
     """A Runner for a PyTorch generator: eager, compiled, or exported to ONNX first (onnxruntime, openvino).
     ``calibration`` (the net's run) provides the training images int8 calibrates on."""
     _check_precision(backend, precision, device)
+    if backend in ("onnxruntime", "openvino"):
+        require(backend)  # fail on the missing package before spending seconds on the ONNX export
     if backend in ("torch", "compile"):
         forward = _torch_forward(net, backend, precision, device, threads)
     else:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from dcdgan.errors import UserError
 
+EXPORTED_SUFFIXES = (".onnx", ".xml", ".pt2")
 DESCRIPTION = "dcdgan: compress pix2pix/CycleGAN generators with Discriminator-Cooperated Distillation (DCD, CVPR 2023)."
 
 
@@ -57,8 +58,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
         if set(parsed) != {"data"}:
             raise UserError(f"--set {item}: only data.* keys can change for evaluation")
         data_overrides.update(parsed["data"])
+    run, exported = args.run, args.model
+    if Path(run).suffix in EXPORTED_SUFFIXES:  # ``dcdgan eval student.onnx``: the run is the folder it sits in
+        from dcdgan.backends import run_dir_of
+
+        exported, run = run, run_dir_of(Path(run).resolve())
+        if run is None:
+            raise UserError(f"{args.run}: not inside a run directory; use dcdgan eval RUN --model {args.run}")
     metrics = evaluate_run(
-        args.run,
+        run,
         split=args.split,
         ref=args.ref,
         ref_dir=args.ref_dir,
@@ -70,6 +78,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         max_images=args.max_images,
         batch_size=args.batch_size,
         quiet=args.json,
+        exported=exported,
     )
     write_report(metrics["run"])
     print(json.dumps(metrics, indent=2) if args.json else format_table(metrics))
@@ -157,7 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="FID/KID, PSNR/SSIM, params and MACs of a run's teacher and students -> metrics.json", description=(
         "Evaluate the teacher and the last and best-on-validation students of a run on a split. FID uses the "
         "TF-2015 Inception (pytorch-fid convention); the reference is --ref, --ref-dir, or the split's target images."))
-    p.add_argument("run", help="run directory or checkpoint file")
+    p.add_argument("run", help="run directory or checkpoint file (or an exported .onnx/.xml/.pt2 inside a run directory)")
+    p.add_argument("--model", help="also score this exported model (.onnx, OpenVINO .xml, .pt2) on the run's split")
     p.add_argument("--split", default="test", help="split to evaluate (default: test)")
     ref = p.add_mutually_exclusive_group()
     ref.add_argument("--ref", help="reference statistics .npz (mu, sigma[, features for KID])")

@@ -123,8 +123,11 @@ def evaluate_run(
     batch_size: int | None = None,
     device: torch.device | None = None,
     quiet: bool = False,
+    exported: str | Path | None = None,
 ) -> dict:
     """Score the teacher and the last and best students of a run (or one checkpoint) on a split; writes metrics.json.
+
+    ``exported``: also score this exported model (.onnx, OpenVINO .xml, .pt2) on the same split, as ``exported``.
 
     ``fid``: ``require`` (error when no Inception weights), ``auto`` (FID/KID when weights are found), ``skip``.
     """
@@ -178,6 +181,16 @@ def evaluate_run(
         if segmentation is not None:
             segmentation.scorer.confusion[:] = 0  # one confusion matrix per model
         models[name] = {"step": state["step"], **scores, **size_of(gen, cfg.data.input_nc, cfg.data.crop_size)}
+    if exported is not None:
+        from dcdgan.backends import RunnerModule, load_runner
+
+        runner = load_runner(exported)
+        scores = score_generator(
+            RunnerModule(runner), dataset, device, batch_size, max_images, inception, reference, segmentation, lpips_model, desc="eval exported", quiet_bar=quiet
+        )
+        size = cfg.data.crop_size
+        models["exported"] = {"step": "-", "source": str(exported), "backend": runner.backend, "precision": runner.precision, **scores,
+                              "params": runner.params, "macs": runner.macs(size, size)}
     selection = last.get("selection", {})
     metrics = {
         "run": str(run_dir),
@@ -219,7 +232,7 @@ def table_rows(metrics: dict) -> tuple[list[str], list[list[str]]]:
     models = metrics["models"]
     cols = [c for c in COLUMNS if any(m.get(c[1]) is not None for m in models.values())]
     header = ["model", "step"] + [c[0] for c in cols]
-    labels = {"teacher": "teacher", "student_last": "student (last)", "student_best": "student (best on val)"}
+    labels = {"teacher": "teacher", "student_last": "student (last)", "student_best": "student (best on val)", "exported": "exported"}
     rows = [[labels.get(n, n), str(m["step"])] + [_fmt(m.get(key), kind) for _, key, kind in cols] for n, m in models.items()]
     return header, rows
 
