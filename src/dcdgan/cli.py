@@ -167,7 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Evaluate the teacher and the last and best-on-validation students of a run on a split. FID uses the "
         "TF-2015 Inception (pytorch-fid convention); the reference is --ref, --ref-dir, or the split's target images."))
     p.add_argument("run", help="run directory or checkpoint file (or an exported .onnx/.xml/.pt2 inside a run directory)")
-    p.add_argument("--model", help="also score this exported model (.onnx, OpenVINO .xml, .pt2) on the run's split")
+    p.add_argument("--model", help="score this exported model (.onnx, OpenVINO .xml, .pt2) on the run's split, beside the run's last student")
     p.add_argument("--split", default="test", help="split to evaluate (default: test)")
     ref = p.add_mutually_exclusive_group()
     ref.add_argument("--ref", help="reference statistics .npz (mu, sigma[, features for KID])")

