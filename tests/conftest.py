@@ -30,6 +30,12 @@ def _deterministic(monkeypatch):
     monkeypatch.setenv("TQDM_DISABLE", "1")
 
 
+@pytest.fixture(autouse=True)
+def _own_scan_cache(tmp_path, monkeypatch):
+    """Dataset-scan results go to the test's folder, never to the user's ~/.cache."""
+    monkeypatch.setenv("DCDGAN_CACHE_DIR", str(tmp_path / "scan-cache"))
+
+
 @pytest.fixture
 def offline(monkeypatch):
     """No VGG/Inception env overrides and no downloads: what a fresh offline machine sees."""
