@@ -13,7 +13,7 @@ DESCRIPTION = "dcdgan: compress pix2pix/CycleGAN generators with Discriminator-C
 
 
 def cmd_distill(args: argparse.Namespace) -> int:
-    from dcdgan.checkpoint import load_checkpoint
+    from dcdgan.checkpoint import load_newest
     from dcdgan.config import apply_overrides, config_from_dict, help_text, load_config, to_yaml
     from dcdgan.distill import distill
     from dcdgan.runs import default_run_dir, last_checkpoint
@@ -28,7 +28,7 @@ def cmd_distill(args: argparse.Namespace) -> int:
         source = None
     if args.resume:
         run_dir = Path(args.resume)
-        cfg = apply_overrides(config_from_dict(load_checkpoint(last_checkpoint(run_dir))["config"]), overrides)
+        cfg = apply_overrides(config_from_dict(load_newest(last_checkpoint(run_dir).parent)[1]["config"]), overrides)
     else:
         cfg = load_config(source or "quickstart", overrides)
         run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(cfg)
@@ -41,10 +41,10 @@ def cmd_distill(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from dcdgan.config import parse_override
-    from dcdgan.evaluate import Segmentation
+    from dcdgan.evaluate import Segmentation, evaluate_run
     from dcdgan.metrics.lpips import load_lpips
     from dcdgan.metrics.segmentation import SegmentationScore, load_segmenter
-    from dcdgan.runs import evaluate_run, format_table, write_report
+    from dcdgan.report import format_table, write_report
 
     segmentation = None
     if args.segmenter:
