@@ -24,7 +24,7 @@ pytestmark = pytest.mark.slow
 
 STEPS = 24
 ARGS = [
-    "quickstart", "model.teacher_ngf=8", "model.student_ngf=4", "model.ndf=8", "model.dropout=0.5", "perceptual.weights=none",
+    "quickstart", "model.teacher_ngf=8", "model.student_ngf=4", "model.ndf=8", "model.teacher_dropout=0.5", "model.student_dropout=0.5", "perceptual.weights=none",
     "eval.final=false", "eval.max_images=8", "eval.every=0", "train.log_every=1", "train.sample_every=0",
     "train.checkpoint_every=1", f"train.max_steps={STEPS}",
 ]

@@ -60,8 +60,8 @@ def same_networks(a: Path, b: Path) -> None:
 
 def test_resume_is_exact_with_dropout(tmp_path, offline):
     """Dropout draws from the global RNG every step: the RNG must be restored after every iterator exists."""
-    straight = distill(tmp_path, "straight", "model.dropout=0.5", "train.max_steps=4")
-    first = distill(tmp_path, "resumed", "model.dropout=0.5", "train.max_steps=2")
+    straight = distill(tmp_path, "straight", "model.teacher_dropout=0.5", "model.student_dropout=0.5", "train.max_steps=4")
+    first = distill(tmp_path, "resumed", "model.teacher_dropout=0.5", "model.student_dropout=0.5", "train.max_steps=2")
     assert resume(first, "train.max_steps=4") == 0
     assert train_records(first) == train_records(straight)
     same_networks(straight / "checkpoints" / "last.ckpt", first / "checkpoints" / "last.ckpt")
@@ -196,13 +196,31 @@ def test_student_and_teacher_files_are_the_best_on_validation_and_the_last(tmp_p
     for key, value in load_file(run / "student_last.safetensors").items():
         assert torch.equal(value, last["networks"]["student"][key])
 
+    # the interleaved schedule scores only the student: the delivered teacher is the last one, and says so
     teacher = json.loads((run / "teacher.json").read_text())
-    scores = [r["val/teacher_l1"] for r in records(run) if "val/teacher_l1" in r]
-    assert len(scores) == 4 and teacher["chosen"] == "best on validation"
-    assert teacher["selection"]["score"] == min(scores) and teacher["step"] == 1 + scores.index(min(scores))
-    assert json.loads((run / "teacher_last.json").read_text())["step"] == 4
-    for key, value in load_file(run / "teacher_last.safetensors").items():
-        assert torch.equal(value, last["networks"]["gen_ab"][key])
+    assert teacher["chosen"] == "last" and teacher["step"] == 4 and teacher["selection"] is None
+    assert not [r for r in records(run) if "val/teacher_l1" in r]
+    for name in ("teacher", "teacher_last"):
+        for key, value in load_file(run / f"{name}.safetensors").items():
+            assert torch.equal(value, last["networks"]["gen_ab"][key])
+
+
+def test_burst_delivers_the_best_teacher_it_selected(tmp_path, offline, tiny_inception, monkeypatch):
+    from dcdgan.selection import Validator
+
+    teacher_scores = iter([2.0, 1.0, 3.0])  # scored when each student burst begins, at steps 2, 6 and 10
+    monkeypatch.setattr(Validator, "score_teacher", lambda self, *args, **kwargs: next(teacher_scores))
+    monkeypatch.setattr(Validator, "score_student", lambda self, *args, **kwargs: 1.0)
+    burst = ["distill.schedule=burst", "distill.burst_every=1", "train.nepochs=3", "train.nepochs_decay=0", "data.max_train_images=4",
+             "train.batch_size=2", "eval.metric=fid", f"eval.inception={tiny_inception}", "distill.teacher_snapshot=best"]
+    run = distill(tmp_path, "burst", *burst, recipe="quickstart_unpaired")
+    teacher = json.loads((run / "teacher.json").read_text())
+    assert teacher["chosen"] == "best on validation" and teacher["step"] == 6
+    assert teacher["selection"] == {"metric": "fid", "score": 1.0, "split": "val"}
+    last = load_checkpoint(run / "checkpoints" / "last.ckpt")
+    for key, value in load_file(run / "teacher.safetensors").items():
+        assert torch.equal(value, last["networks"]["snapshot"][key])  # the teacher the student learnt from
+    assert json.loads((run / "teacher_last.json").read_text())["step"] == 12
 
 
 def test_without_selection_the_delivered_student_is_the_last(tmp_path, offline):

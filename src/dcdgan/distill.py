@@ -35,6 +35,7 @@ from dcdgan.perceptual import VGGPerceptual, resolve_vgg
 from dcdgan.pool import ImagePool
 from dcdgan.report import format_table, write_report
 from dcdgan.samples import save_sample_grid
+from dcdgan.scan import check_before_training
 from dcdgan.schedule import JOINT, STUDENT, TASK, Phase, build_plan, locate, phase_lr_factor, total_steps
 from dcdgan.selection import Selection, Validator, choose_metric, copy_into
 from dcdgan.steps import Losses, NonFiniteUpdate, Optimizers, StudentObjective, TaskObjective, Updater, burst_student_step, joint_step, task_step
@@ -116,6 +117,7 @@ class Run:
 
 def setup(cfg: Config, run_dir: Path, resume: bool, quiet: bool) -> Run:
     """Data, networks, optimizers, accelerator, validation and (on resume) the restored state."""
+    bad_images = check_before_training(cfg, run_dir, quiet)  # every image of every split, before compute is spent
     accelerator = Accelerator(
         mixed_precision=cfg.train.mixed_precision,
         # On a machine without a GPU, torchrun's processes form a CPU (gloo) group only when Accelerate is told "cpu".
@@ -131,8 +133,8 @@ def setup(cfg: Config, run_dir: Path, resume: bool, quiet: bool) -> Run:
     set_seed(cfg.train.seed)
     started = time.time()
 
-    # ---- data (a data check before the networks are built belongs here)
-    data = DataRoot(cfg.data)
+    # ---- data
+    data = DataRoot(cfg.data, exclude=bad_images)
     train_set = data.train_dataset()
     student_set = data.train_inputs() if cfg.distill.schedule == "burst" and cfg.distill.method != "none" else None
     plan = build_plan(cfg, len(train_set), len(student_set) if student_set is not None else 0, accelerator.num_processes)
@@ -316,25 +318,23 @@ def mean_over_processes(accelerator: Accelerator, losses: Losses) -> dict[str, f
 
 
 def validate(run: Run, step: int) -> None:
-    """Score the deliverable on validation (once, broadcast); keep best.ckpt. An interleaved teacher is scored too."""
+    """Score the deliverable on validation (once, broadcast); keep best.ckpt."""
     sel = run.selection
     if sel.metric is None:
         return
-    score = run.validator.score(run.nets.deliverable, sel.metric, l1_reference=run.nets.teacher)
+    score = run.validator.score_student(run.nets.deliverable, run.nets.teacher)
     sel.history.append({"step": step, f"val_{sel.metric}": score})
     run.metrics_log.write({"step": step, f"val/{sel.metric}": score})
     run.accelerator.log({f"val/{sel.metric}": score}, step=step)
     if sel.improves(score):
         sel.best_score, sel.best_step = score, step
         save(run, step, best=True)
-    if run.optimizers.gen is not None and run.nets.snapshot is None and run.validator.teacher_metric() is not None:
-        validate_teacher(run, step)  # the burst schedule scores its teacher when it picks the snapshot
 
 
 def validate_teacher(run: Run, step: int) -> bool:
     """Score the teacher (once, broadcast); when it is the best so far, it becomes teacher.safetensors. Returns that."""
     sel, metric = run.selection, run.validator.teacher_metric()
-    score = run.validator.score(run.nets.teacher, metric)
+    score = run.validator.score_teacher(run.nets.teacher)
     run.metrics_log.write({"step": step, f"val/teacher_{metric}": score})
     if not sel.teacher_improves(score):
         return False
@@ -414,7 +414,8 @@ def deliverable_info(cfg: Config, step: int, role: str) -> dict:
 
 def write_deliverables(run: Run, step: int) -> None:
     """student.safetensors: the best-on-validation student when selection ran, else the last; student_last.safetensors:
-    the last. The same for the teacher (its best file is written when it is scored, see validate_teacher)."""
+    the last. The same for the teacher: the burst schedule selects it (its best is written when scored, see
+    validate_teacher); otherwise teacher.safetensors is the last teacher and says so."""
     cfg, acc, nets, sel = run.cfg, run.accelerator, run.nets, run.selection
     out = run.run_dir
     last = {"chosen": "last", "selection": None}

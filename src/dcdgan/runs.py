@@ -28,6 +28,16 @@ def best_checkpoint(run_dir: Path) -> Path:
     return Path(run_dir) / "checkpoints" / "best.ckpt"
 
 
+def require_run_dir(run_dir: Path) -> None:
+    """UserError unless ``run_dir`` is a run that can be resumed (a folder with checkpoints/last.ckpt)."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise UserError(f"{run_dir}: no such run directory to resume")
+    if not last_checkpoint(run_dir).is_file():
+        what = "a run that stopped before its first checkpoint" if (run_dir / "config.yaml").is_file() else "not a dcdgan run directory"
+        raise UserError(f"{run_dir}: {what} (no checkpoints/last.ckpt); start a new run without --resume")
+
+
 def prepare_run_dir(run_dir: Path, cfg: Config, resume: bool) -> None:
     """Create the folder (refusing to overwrite another run) and write the resolved config.yaml."""
     if not resume and last_checkpoint(run_dir).exists():

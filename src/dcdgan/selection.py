@@ -77,15 +77,22 @@ class Validator:
         """The metric a teacher can be scored with (an unpaired teacher has no L1 target)."""
         return None if self.unpaired and self.metric == "l1" else self.metric
 
-    def score(self, gen: nn.Module, metric: str, l1_reference: nn.Module | None = None) -> float:
-        """Lower-is-better score of ``gen``; ``l1_reference``: the teacher whose output is the unpaired L1 target."""
+    def score_student(self, student: nn.Module, teacher: nn.Module | None) -> float:
+        """The deliverable's score with the run's metric (unpaired L1 compares with ``teacher``'s output)."""
+        return self._score(student, self.metric, teacher if self.unpaired and self.metric == "l1" else None)
+
+    def score_teacher(self, teacher: nn.Module) -> float:
+        """The teacher's score with ``teacher_metric()`` (call only when it is not None)."""
+        return self._score(teacher, self.teacher_metric(), None)
+
+    def _score(self, gen: nn.Module, metric: str, l1_reference: nn.Module | None) -> float:
+        """Lower-is-better score, computed on the main process and broadcast to every process."""
         result = [None]
         if self.accelerator.is_main_process:
             unwrap = self.accelerator.unwrap_model
-            result[0] = validation_score(
-                unwrap(gen), self.data, self.split, metric, self.accelerator.device, self.cfg.eval, self.inception, self.reference,
-                teacher=unwrap(l1_reference) if (self.unpaired and metric == "l1" and l1_reference is not None) else None,
-            )
+            reference = unwrap(l1_reference) if l1_reference is not None else None
+            result[0] = validation_score(unwrap(gen), self.data, self.split, metric, self.accelerator.device, self.cfg.eval,
+                                         self.inception, self.reference, teacher=reference)
         if self.accelerator.num_processes > 1:
             broadcast_object_list(result, from_process=0)
         return float(result[0])
