@@ -356,7 +356,11 @@ def restore(state: dict, t: Training, selection: Selection, train_size: int) -> 
     if set(state["networks"]) != set(names):
         raise UserError(f"checkpoint networks {sorted(state['networks'])} do not match this config's {sorted(names)}")
     for name, net in names.items():
-        t.unwrap(net).load_state_dict(state["networks"][name])
+        try:
+            t.unwrap(net).load_state_dict(state["networks"][name])
+        except RuntimeError as err:  # e.g. other widths on the command line: one line, not torch's list of every tensor
+            detail = next((line.strip() for line in str(err).splitlines()[1:] if line.strip()), str(err).splitlines()[0])
+            raise UserError(f"checkpoint network {name!r} does not fit this config ({detail[:160]}); resume with the run's own model settings") from None
     optimizers = {"disc": t.opt_disc, "gen": t.opt_gen, "student": t.opt_student}
     for name, opt in optimizers.items():
         if opt is not None:
