@@ -30,6 +30,12 @@ def _deterministic(monkeypatch):
     monkeypatch.setenv("TQDM_DISABLE", "1")
 
 
+@pytest.fixture(autouse=True)
+def _own_scan_cache(tmp_path, monkeypatch):
+    """Dataset-scan results go to the test's folder, never to the user's ~/.cache."""
+    monkeypatch.setenv("DCDGAN_CACHE_DIR", str(tmp_path / "scan-cache"))
+
+
 @pytest.fixture
 def offline(monkeypatch):
     """No VGG/Inception env overrides and no downloads: what a fresh offline machine sees."""
@@ -134,3 +140,11 @@ def fid_by_pytorch_fid(features_a, features_b) -> float:
 
     stats = [(f.mean(axis=0), np.cov(f, rowvar=False)) for f in (features_a, features_b)]
     return float(calculate_frechet_distance(stats[0][0], stats[0][1], stats[1][0], stats[1][1]))
+
+
+@pytest.fixture(scope="session")
+def tiny_run_dir(tmp_path_factory):
+    """One tiny 2-step quickstart run (student ngf 4, teacher ngf 8) shared by the deployment tests."""
+    from deploy_run import tiny_run
+
+    return tiny_run(tmp_path_factory.mktemp("deploy"))

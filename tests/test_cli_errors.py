@@ -27,7 +27,8 @@ def small_run(tmp_path_factory) -> Path:
 def test_resume_of_a_folder_without_a_checkpoint(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert main(["distill", "--resume", str(tmp_path / "empty")]) == 2
-    assert one_line_error(capsys) == f"dcdgan distill: error: {tmp_path / 'empty' / 'checkpoints' / 'last.ckpt'}: checkpoint not found"
+    expected = f"dcdgan distill: error: {tmp_path / 'empty'}: not a dcdgan run directory (no checkpoints/last.ckpt); start a new run without --resume"
+    assert one_line_error(capsys) == expected
 
 
 def test_resume_with_other_data(small_run, capsys, offline):
@@ -45,8 +46,8 @@ def test_resume_with_other_networks(small_run, capsys, offline):
 def test_resume_with_other_network_sizes(small_run, capsys, offline):
     assert main(["distill", "--resume", str(small_run), "model.student_ngf=8", "train.max_steps=2", "--quiet"]) == 2
     err = one_line_error(capsys)
-    assert err.startswith("dcdgan distill: error: checkpoint network 'student' does not fit this config (size mismatch for model.1.weight")
-    assert err.endswith("resume with the run's own model settings")
+    ckpt = small_run / "checkpoints" / "last.ckpt"
+    assert err.startswith(f"dcdgan distill: error: {ckpt}: the stored student does not fit this config's network (size mismatch for model.1.weight")
 
 
 def test_student_without_any_loss(tmp_path, capsys, offline):
