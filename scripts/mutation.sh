@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 if [[ "${1:-}" == "--fresh" ]]; then rm -rf mutants; fi
 export OMP_NUM_THREADS=1 TQDM_DISABLE=1
 unset PYTHONPATH  # mutmut puts its mutated copy (mutants/src) first on the path; the worktree's src must not shadow it
-python -m mutmut run --max-children "${MUTMUT_CHILDREN:-2}" > mutants-run.log 2>&1 || { tail -20 mutants-run.log; exit 1; }
+python -m mutmut run --max-children "${MUTMUT_CHILDREN:-3}" > mutants-run.log 2>&1 || { tail -20 mutants-run.log; exit 1; }
 python -m mutmut results --all true > mutants-results.txt
 python - <<'PY'
 import collections, re
