@@ -247,7 +247,7 @@ def test_eval_with_segmenter(tiny_run, tmp_path, capsys):
     labels = tmp_path / "labels"
     labels.mkdir()
     rng = np.random.default_rng(1)
-    for i in range(3):
+    for i in (0, 150, 299):  # --max-images 3 spreads over the 300 test images (evaluate.spread_indices)
         Image.fromarray(rng.integers(0, 3, (32, 32), dtype=np.uint8), "L").save(labels / f"testA_{i:05d}.png")
     args = ["eval", str(run), "--no-fid", "--max-images", "3", "--segmenter", str(seg), "--labels", str(labels), "--num-classes", "3", "--json"]
     assert main(args) == 0
@@ -255,7 +255,7 @@ def test_eval_with_segmenter(tiny_run, tmp_path, capsys):
     for model in metrics["models"].values():
         assert 0 <= model["miou"] <= 1 and len(model["iou_per_class"]) == 3 and "fid" not in model
     assert main([*args[:-1], "--max-images", "4"]) == 2
-    assert "no label map named testA_00003" in capsys.readouterr().err
+    assert "no label map named testA_00100" in capsys.readouterr().err  # 4 spread images: 0, 100, 199, 299
 
 
 def test_eval_without_inception_weights_says_how_to_get_them(tiny_run, monkeypatch, capsys):
