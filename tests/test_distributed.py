@@ -29,6 +29,9 @@ ARGS = [
 # First-step losses of 2 processes x 4 images against 1 process x 8 images: the same items, the same mean, only the
 # order of float additions differs (DDP averages gradients; the D update comes before the logged G and S losses).
 RTOL, ATOL = 1e-4, 1e-6
+# Except where BatchNorm normalises each process's own batch, as DDP does: the DCD connectors (Conv-BN-ReLU) see 4
+# images per process instead of 8 (measured: 3e-4 relative). SyncBatchNorm would remove it but needs GPUs.
+RTOL_BATCHNORM = {"S_dcd": 1e-3}
 
 
 def env() -> dict:
@@ -98,7 +101,7 @@ def test_two_processes_shard_agree_stop_together_and_resume(tmp_path):
     losses = [k for k in one if k[0] in "DGS"]
     assert set(losses) == {k for k in two if k[0] in "DGS"} and {"D", "G_gan", "G_L1", "S_dcd"} <= set(losses)
     for key in losses:
-        assert two[key] == pytest.approx(one[key], rel=RTOL, abs=ATOL), key
+        assert two[key] == pytest.approx(one[key], rel=RTOL_BATCHNORM.get(key, RTOL), abs=ATOL), key
 
     # another world size is refused in one line; the same one continues
     assert main(["distill", "--resume", str(run), "--quiet"]) == 2
