@@ -77,6 +77,10 @@ def burst_student_step(t: Training, batch):
     return numbers(steps.burst_student_step(t.up, t.nets, t.opts, t.objective, batch))
 
 
+def task_step(t: Training, batch):
+    return numbers(steps.task_step(t.up, t.nets, t.opts, t.task, batch))
+
+
 def joint_step(t: Training, batch, update_task):
     return numbers(steps.joint_step(t.up, t.nets, t.opts, t.task, t.objective, batch, update_task))
 
@@ -338,3 +342,34 @@ def test_joint_step_without_task_update_leaves_the_task_networks_alone():
     assert set(losses) == {"S_pixel", "S_dcd"}
     assert all(torch.equal(p, q) for p, q in zip(teacher0.state_dict().values(), t.nets.teacher.state_dict().values()))
     assert all(torch.equal(p, q) for p, q in zip(disc0.state_dict().values(), t.nets.disc_b.state_dict().values()))
+
+
+def test_task_step_trains_the_task_networks_only():
+    t = training("quickstart", "loss.lambda_recon=7", pixel_weight=1.0)
+    b = batch()
+    gen0, disc0, student0 = (copy.deepcopy(n) for n in (t.nets.teacher, t.nets.disc_b, t.nets.student))
+    before = [p.detach().clone() for p in params(t.nets.teacher)]
+    losses = task_step(t, b)
+    assert set(losses) == {"D", "G_gan", "G_L1"}
+    with torch.no_grad():
+        out0 = gen0(b["A"])
+        assert losses["D"] == pytest.approx(0.5 * (torch.relu(1 - disc0(torch.cat([b["A"], b["B"]], 1))).mean()
+                                                   + torch.relu(1 + disc0(torch.cat([b["A"], out0], 1))).mean()).item(), rel=1e-5)
+    out = gen0(b["A"])
+    loss = -t.nets.disc_b(torch.cat([b["A"], out], 1)).mean() + 7 * l1(out, b["B"])
+    assert_update_is_minus_gradient(before, params(t.nets.teacher), grad(loss, params(gen0)))
+    assert all(torch.equal(p, q) for p, q in zip(student0.state_dict().values(), t.nets.student.state_dict().values()))
+
+
+def test_task_step_with_a_frozen_teacher_trains_the_discriminator_only(tmp_path):
+    from dcdgan.nets import build_generator
+    from dcdgan.assembly import teacher_spec
+    from dcdgan.weights import save_generator
+
+    cfg = load_config("quickstart", TINY)
+    save_generator(tmp_path / "t.safetensors", build_generator(teacher_spec(cfg)), teacher_spec(cfg), {"role": "teacher"})
+    t = training("quickstart", f"model.teacher_weights={tmp_path / 't.safetensors'}")
+    teacher0 = copy.deepcopy(t.nets.teacher)
+    losses = task_step(t, batch())
+    assert set(losses) == {"D"} and t.opt_gen is None
+    assert all(torch.equal(p, q) for p, q in zip(teacher0.state_dict().values(), t.nets.teacher.state_dict().values()))
