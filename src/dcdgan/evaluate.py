@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
 from dcdgan.errors import UserError
-from dcdgan.metrics.fid import ReferenceStats, frechet_distance, kernel_inception_distance
+from dcdgan.metrics.fid import ReferenceStats, fid_of, kernel_inception_distance
 from dcdgan.metrics.inception import FIDInception
 from dcdgan.metrics.lpips import lpips_distance
 from dcdgan.metrics.paired import psnr_ssim, to_uint8
@@ -120,8 +120,7 @@ def score_generator(
     result: dict = {"n_images": n}
     if inception is not None and reference is not None:
         fake_feats = np.concatenate(feats).astype(np.float64)
-        stats = ReferenceStats.from_features(fake_feats, keep_features=False)
-        result["fid"] = frechet_distance(stats.mu, stats.sigma, reference.mu, reference.sigma)
+        result["fid"] = fid_of(ReferenceStats.from_features(fake_feats), reference)
         if reference.features is not None:
             result["kid_mean"], result["kid_std"] = kernel_inception_distance(reference.features, fake_feats)
     if psnr:
