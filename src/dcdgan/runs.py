@@ -16,6 +16,7 @@ from dcdgan.config import Config, config_from_dict, to_dict, to_yaml
 from dcdgan.data import DataRoot, folder_dataset
 from dcdgan.errors import UserError
 from dcdgan.evaluate import Segmentation, batches, image_features, score_generator, size_of
+from dcdgan.fid_cache import cached_reference_stats
 from dcdgan.metrics.fid import ReferenceStats, load_stats, save_stats
 from dcdgan.metrics.inception import FIDInception, inception_available, load_inception
 from dcdgan.nets import build_generator
@@ -99,13 +100,13 @@ class MetricsLog:
 def reference_stats(
     run_dir: Path, data: DataRoot, split: str, inception: FIDInception, batch_size: int, max_images: int = 0, quiet: bool = False
 ) -> ReferenceStats:
-    """FID statistics (with features, for KID) of a split's target images at the evaluation size, cached in the run."""
-    cache = Path(run_dir) / f"fid_ref_{split}.npz"
-    if cache.is_file():
-        return load_stats(cache)
-    loader = batches(data.eval_targets(split), batch_size, max_images)
-    stats = ReferenceStats.from_features(image_features(inception, loader, desc=f"FID reference ({split})", quiet_bar=quiet))
-    save_stats(cache, stats)
+    """FID statistics (with features, for KID) of a split's target images at the evaluation size.
+
+    Read from the cross-run cache when the same images and weights were measured before (``fid_cache``); the run
+    keeps a copy, ``fid_ref_<split>.npz``, as a record of its reference (usable with ``dcdgan eval --ref``).
+    """
+    stats = cached_reference_stats(data.eval_targets(split), inception, batch_size, max_images, f"FID reference ({split})", quiet)
+    save_stats(Path(run_dir) / f"fid_ref_{split}.npz", stats)
     return stats
 
 
