@@ -9,9 +9,16 @@ import pytest
 import torch
 from torch.utils.data import Dataset
 
+from dcdgan.evaluate import batches, image_features
 from dcdgan.fid_cache import cache_dir, cached_reference_stats
 from dcdgan.metrics.fid import ReferenceStats
 from dcdgan.metrics.inception import load_inception_file
+
+
+def reference(dataset: Dataset, inception, batch_size: int, max_images: int = 0) -> ReferenceStats:
+    """What evaluate.reference_stats does: the cached statistics of a dataset's images."""
+    loader = batches(dataset, batch_size, max_images)
+    return cached_reference_stats(loader, inception, lambda: ReferenceStats.from_features(image_features(inception, loader, quiet_bar=True)))
 
 
 class Images(Dataset):
@@ -41,9 +48,9 @@ def counted(tiny_inception):
 
 def test_second_request_reads_the_cache(counted):
     inception, seen = counted
-    first = cached_reference_stats(Images(12), inception, batch_size=5, quiet=True)
+    first = reference(Images(12), inception, 5)
     assert sum(seen) == 12 and len(list(cache_dir().glob("*.npz"))) == 1
-    again = cached_reference_stats(Images(12), inception, batch_size=4, quiet=True)  # batch size is not part of the key
+    again = reference(Images(12), inception, 4)  # batch size is not part of the key
     assert sum(seen) == 12  # no Inception pass the second time
     assert np.array_equal(first.mu, again.mu) and np.array_equal(first.sigma, again.sigma) and np.array_equal(first.features, again.features)
     direct = ReferenceStats.from_features(np.concatenate([inception(((x + 1) * 127.5).round().to(torch.uint8)).numpy() for x in Images(12).images.split(5)]))
@@ -52,14 +59,14 @@ def test_second_request_reads_the_cache(counted):
 
 def test_any_change_of_images_or_weights_is_a_new_entry(counted, tiny_inception):
     inception, seen = counted
-    cached_reference_stats(Images(12), inception, 6, quiet=True)
-    cached_reference_stats(Images(12, changed=7), inception, 6, quiet=True)  # one image differs
-    cached_reference_stats(Images(12), inception, 6, max_images=10, quiet=True)  # fewer images
+    reference(Images(12), inception, 6)
+    reference(Images(12, changed=7), inception, 6)  # one image differs
+    reference(Images(12), inception, 6, max_images=10)  # fewer images
     assert sum(seen) == 12 + 12 + 10 and len(list(cache_dir().glob("*.npz"))) == 3
     stat = tiny_inception.stat()
     os.utime(tiny_inception, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # the weights file was replaced
     try:
-        cached_reference_stats(Images(12), inception, 6, quiet=True)
+        reference(Images(12), inception, 6)
     finally:
         os.utime(tiny_inception, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     assert sum(seen) == 12 + 12 + 10 + 12 and len(list(cache_dir().glob("*.npz"))) == 4
@@ -67,9 +74,9 @@ def test_any_change_of_images_or_weights_is_a_new_entry(counted, tiny_inception)
 
 def test_a_corrupt_entry_is_computed_again(counted):
     inception, seen = counted
-    stats = cached_reference_stats(Images(8), inception, 8, quiet=True)
+    stats = reference(Images(8), inception, 8)
     (entry,) = cache_dir().glob("*.npz")
     entry.write_bytes(b"not an npz")
-    again = cached_reference_stats(Images(8), inception, 8, quiet=True)
+    again = reference(Images(8), inception, 8)
     assert sum(seen) == 16 and np.array_equal(stats.mu, again.mu)
-    assert cached_reference_stats(Images(8), inception, 8, quiet=True).features.shape == (8, 4) and sum(seen) == 16
+    assert reference(Images(8), inception, 8).features.shape == (8, 4) and sum(seen) == 16

@@ -12,12 +12,12 @@ from __future__ import annotations
 import hashlib
 import warnings
 from pathlib import Path
+from typing import Callable
 
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 from dcdgan import scan
 from dcdgan.errors import UserError
-from dcdgan.evaluate import batches, image_features
 from dcdgan.metrics.fid import ReferenceStats, load_stats, save_stats
 from dcdgan.metrics.inception import FIDInception
 from dcdgan.metrics.paired import to_uint8
@@ -50,20 +50,16 @@ def reference_key(loader: DataLoader, inception: FIDInception, key: str = "A") -
     return digest.hexdigest()
 
 
-def cached_reference_stats(
-    dataset: Dataset, inception: FIDInception, batch_size: int, max_images: int = 0, desc: str = "FID reference", quiet: bool = False
-) -> ReferenceStats:
-    """FID statistics (with features, for KID) of the images of ``dataset``; computed once per key, then read back."""
-    loader = batches(dataset, batch_size, max_images)
+def cached_reference_stats(loader: DataLoader, inception: FIDInception, compute: Callable[[], ReferenceStats]) -> ReferenceStats:
+    """The statistics ``compute()`` returns for the images of ``loader``: computed once per key, then read back."""
     path = cache_dir() / f"{reference_key(loader, inception)}.npz"
     if path.is_file():
         try:
             return load_stats(path)
         except UserError:  # an unreadable entry (interrupted copy, disk trouble): compute it again below
             pass
-    stats = ReferenceStats.from_features(image_features(inception, loader, desc=desc, quiet_bar=quiet))
+    stats = compute()
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
         save_stats(path, stats)
     except OSError as err:  # a read-only or full cache folder costs time, never the run
         warnings.warn(f"{path.parent}: cannot cache FID reference statistics ({err.strerror or err}); set ${scan.CACHE_ENV} to a writable folder", stacklevel=2)
