@@ -54,7 +54,7 @@ def test_parity_failure_writes_nothing(tiny_run_dir, tmp_path, monkeypatch):
     assert not (tmp_path / "s.pt2").exists()
 
 
-@pytest.mark.parametrize("precision", ["bf16", "int8"])
+@pytest.mark.parametrize("precision", ["bf16", pytest.param("int8", marks=pytest.mark.slow)])  # NNCF calibration takes a while
 def test_lower_precision_prints_its_cost(tiny_run_dir, tmp_path, capsys, precision):
     out = tmp_path / f"s_{precision}.xml"
     assert main(["export", str(tiny_run_dir), "--format", "openvino", "--precision", precision, "--out", str(out)]) == 0
