@@ -104,9 +104,10 @@ def run_images(src: TorchSource, max_images: int = CALIBRATION_IMAGES) -> RunIma
         return None
     from dcdgan.config import load_config
     from dcdgan.data import DataRoot
+    from dcdgan.scan import read_skip_list
 
     cfg = load_config(str(src.run_dir / "config.yaml"))
-    data = DataRoot(cfg.data)
+    data = DataRoot(cfg.data, exclude=read_skip_list(src.run_dir))  # the files the run skipped as bad
 
     def first(split: str) -> list[np.ndarray]:
         dataset = data.eval_inputs(split)
