@@ -430,7 +430,8 @@ def validate(cfg: Config) -> None:
             raise UserError(f"{key}: must be at least 1, got {value}")
     if not t.lr > 0:
         raise UserError(f"train.lr: must be positive, got {t.lr}")
-    for key, value in {"train.beta1": t.beta1, "train.beta2": t.beta2, "model.dropout": cfg.model.dropout}.items():
+    fractions = {"train.beta1": t.beta1, "train.beta2": t.beta2, "model.teacher_dropout": cfg.model.teacher_dropout, "model.student_dropout": cfg.model.student_dropout}
+    for key, value in fractions.items():
         if not 0 <= value < 1:
             raise UserError(f"{key}: must be in [0, 1), got {value}")
     if d.preprocess in ("resize_and_crop", "scale_width_and_crop") and d.crop_size > d.load_size:
