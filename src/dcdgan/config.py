@@ -118,7 +118,7 @@ class TrainConfig:
     log_every: int = opt(50, "steps between metrics.jsonl lines")
     sample_every: int = opt(500, "steps between sample grids (0 = only at the end)")
     checkpoint_every: int = opt(1000, "steps between checkpoints/last.ckpt writes (0 = only at the end)")
-    keep_checkpoints: int = opt(3, "periodic checkpoints kept (checkpoints/step_N.ckpt; last.ckpt is the newest); resume falls back to an older one when the newest is unreadable")
+    keep_checkpoints: int = opt(3, "checkpoints kept: last.ckpt and the ones before it (last.1.ckpt, last.2.ckpt, ...); resume falls back to an older one when the newest is unreadable")
     on_nonfinite: str = opt("stop", "a NaN/Inf loss term: stop (keep the last good checkpoint) or skip (do not apply that update, count it)", ("stop", "skip"))
     skip_limit: int = opt(10, "on_nonfinite=skip: stop after this many skipped steps in a row")
 

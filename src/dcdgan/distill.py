@@ -113,6 +113,7 @@ class Run:
     rng: dict | None  # this process's saved RNG states, set just before the loop (resume only)
     started: float
     skipped: int = 0  # on_nonfinite=skip: steps dropped in a row
+    saved_step: int | None = None  # step of last.ckpt (a second save at the same step replaces it, keeping the older ones)
 
 
 def setup(cfg: Config, run_dir: Path, resume: bool, quiet: bool) -> Run:
@@ -369,7 +370,9 @@ def save(run: Run, step: int, best: bool = False) -> None:
         if best:
             save_checkpoint(runs.best_checkpoint(run.run_dir), state)
         else:
-            save_rotating(runs.last_checkpoint(run.run_dir).parent, step, state, run.cfg.train.keep_checkpoints)
+            save_rotating(runs.last_checkpoint(run.run_dir).parent, state, run.cfg.train.keep_checkpoints, rotate=step != run.saved_step)
+    if not best:
+        run.saved_step = step
 
 
 def save_samples(run: Run, step: int) -> None:
