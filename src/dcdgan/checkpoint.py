@@ -76,7 +76,8 @@ def load_network_state(net: torch.nn.Module, state_dict: dict, path: Path | str,
     try:
         net.load_state_dict(state_dict)
     except (RuntimeError, KeyError, TypeError) as err:
-        detail = next((line.strip() for line in str(err).splitlines() if "size mismatch" in line), str(err).strip().splitlines()[0])
+        lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
+        detail = next((line for line in lines if line.startswith(("size mismatch", "Missing key", "Unexpected key"))), lines[0] if lines else type(err).__name__)
         raise UserError(f"{path}: the stored {name} does not fit this config's network ({detail[:160]})") from None
 
 
