@@ -390,8 +390,7 @@ def test_disk_full_during_checkpoint_write_keeps_the_previous_one(tmp_path, offl
     err = capsys.readouterr().err.strip()
     assert err == "dcdgan distill: error: No space left on device; files written before it (the previous checkpoint) are intact"
     assert load_checkpoint(run / "checkpoints" / "last.ckpt")["step"] == 1
-    # no half-written file left (the step-1 write had no predecessor, so no last.1.ckpt either)
-    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["last.ckpt"]
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["last.ckpt"]  # no half-written file left
 
 
 def test_loaders_refuse_pickles_that_run_code(tmp_path):
