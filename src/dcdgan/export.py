@@ -97,9 +97,11 @@ def run_images(src: TorchSource, role: str, max_images: int = CALIBRATION_IMAGES
         return None
     from dcdgan.config import load_config
     from dcdgan.data import DataRoot
+    from dcdgan.scan import read_skip_list
 
     cfg = load_config(str(src.run_dir / "config.yaml"))
-    dataset = DataRoot(cfg.data).eval_inputs(cfg.data.train_split if role == "train" else cfg.data.val_split)
+    data = DataRoot(cfg.data, exclude=read_skip_list(src.run_dir))  # the files the run skipped as bad
+    dataset = data.eval_inputs(cfg.data.train_split if role == "train" else cfg.data.val_split)
     return [dataset[i]["A"].unsqueeze(0).numpy() for i in range(min(max_images, len(dataset)))]
 
 
