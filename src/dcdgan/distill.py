@@ -221,10 +221,12 @@ def plan_batches(cfg: Config, accelerator: Accelerator, plan: list[Phase], step:
 
 
 def setup_perceptual(cfg: Config, accelerator: Accelerator) -> tuple[VGGPerceptual | None, float]:
-    """(VGG or None, weight of the pixel stand-in); the one-line notice when the weight-free setting applies."""
+    """(VGG or None, weight of the L1 to the teacher output); the one-line notice when the weight-free setting applies."""
     d = cfg.distill
-    if d.method == "none" or (d.lambda_style == 0 and d.lambda_feat == 0) or cfg.perceptual.weights == "none":
+    if d.method == "none":
         return None, 0.0
+    if (d.lambda_style == 0 and d.lambda_feat == 0) or cfg.perceptual.weights == "none":
+        return None, d.lambda_pixel
     resolved = resolve_vgg(cfg.perceptual.weights, cfg.perceptual.preprocess)
     if resolved.model is None:
         if cfg.perceptual.on_missing == "error":
@@ -242,7 +244,7 @@ def setup_perceptual(cfg: Config, accelerator: Accelerator) -> tuple[VGGPerceptu
     if cfg.perceptual.feature_scale:
         vgg.feature_scale = cfg.perceptual.feature_scale
     say(accelerator, f"VGG16 weights: {resolved.source} (preprocessing: {vgg.preprocess}, feature scale {vgg.feature_scale:.4g})")
-    return vgg.to(accelerator.device), 0.0
+    return vgg.to(accelerator.device), d.lambda_pixel
 
 
 def make_optimizer(params: list, cfg: Config) -> torch.optim.Optimizer:

@@ -59,7 +59,7 @@ class StudentObjective:
     gan_mode: str
     conditional: bool  # pix2pix: the discriminator reads cat(A, image)
     vgg: VGGPerceptual | None
-    pixel_weight: float  # L1 to the teacher output: the weight-free stand-in for the VGG losses (0 when VGG is used)
+    pixel_weight: float  # L1 to the teacher output: distill.lambda_pixel, or the weight-free stand-in for the VGG losses
     taps: DCDTaps | None  # None unless method=dcd
 
 
