@@ -166,3 +166,33 @@ def test_statistics_files_with_pickled_objects_are_refused_unexecuted(tmp_path):
     with pytest.raises(UserError, match=r"evil.npz: not a readable .npz \(ValueError\)$"):
         load_stats(tmp_path / "evil.npz")
     assert not marker.exists()
+
+
+def test_frechet_distance_falls_back_to_the_eps_offset_like_pytorch_fid(monkeypatch):
+    import dcdgan.metrics.fid as fid
+    from scipy import linalg
+
+    real_sqrtm = linalg.sqrtm
+    calls = []
+
+    def sqrtm_failing_once(matrix, *args, **kwargs):  # scipy returns non-finite roots for some singular products
+        calls.append(matrix.copy())
+        if len(calls) == 1:
+            return np.full_like(matrix, np.inf), 1.0
+        return real_sqrtm(matrix, *args, **kwargs)
+
+    monkeypatch.setattr(fid.linalg, "sqrtm", sqrtm_failing_once)
+    mu1, mu2 = np.array([0.0, 1.0]), np.array([1.0, 0.0])
+    s1, s2 = np.array([[2.0, 0.5], [0.5, 1.0]]), np.array([[1.0, 0.0], [0.0, 3.0]])
+    value = frechet_distance(mu1, s1, mu2, s2, eps=0.25)
+    offset = np.eye(2) * 0.25  # pytorch-fid: retry with eps added to both diagonals
+    assert np.allclose(calls[1], (s1 + offset) @ (s2 + offset))
+    expected = 2 + np.trace(s1) + np.trace(s2) - 2 * np.trace(real_sqrtm((s1 + offset) @ (s2 + offset)).real)
+    assert value == pytest.approx(expected, rel=1e-12)
+
+
+def test_frechet_distance_refuses_covariances_of_other_sizes():
+    from dcdgan.errors import UserError
+
+    with pytest.raises(UserError, match="FID statistics of different dimensions"):
+        frechet_distance(np.zeros(3), np.eye(3), np.zeros(3), np.eye(4))
