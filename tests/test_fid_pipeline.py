@@ -51,7 +51,7 @@ def fid_run(tmp_path_factory, folder_data, tiny_inception) -> Path:
     """2 steps of paired DCD on the folder data, selected by validation FID (10 val images, 4-d 'Inception')."""
     run = tmp_path_factory.mktemp("fid") / "run"
     args = ["distill", "quickstart", *TINY_RUN, f"data.root={folder_data['paired']}", "train.batch_size=4", "train.max_steps=2",
-            "eval.metric=fid", f"eval.inception={tiny_inception}", "--run-dir", str(run), "--quiet"]
+            "eval.metric=fid", f"eval.inception={tiny_inception}", "eval.max_images=0", "--run-dir", str(run), "--quiet"]
     assert main(args) == 0
     return run
 
