@@ -196,3 +196,19 @@ def test_frechet_distance_refuses_covariances_of_other_sizes():
 
     with pytest.raises(UserError, match="FID statistics of different dimensions"):
         frechet_distance(np.zeros(3), np.eye(3), np.zeros(3), np.eye(4))
+
+
+@pytest.mark.parametrize("imaginary", [1e-4, 0.5])
+def test_frechet_distance_handles_complex_square_roots_like_pytorch_fid(monkeypatch, imaginary):
+    import dcdgan.metrics.fid as fid
+    from scipy import linalg
+
+    real_sqrtm = linalg.sqrtm
+    monkeypatch.setattr(fid.linalg, "sqrtm", lambda m, *a, **k: (real_sqrtm(m) + 1j * imaginary * np.eye(len(m)), 0.0))
+    s1, s2 = np.array([[2.0, 0.5], [0.5, 1.0]]), np.eye(2)
+    if imaginary < 1e-3:  # numerical noise: dropped, the real part is used
+        expected = np.trace(s1) + 2 - 2 * np.trace(real_sqrtm(s1))
+        assert frechet_distance(np.zeros(2), s1, np.zeros(2), s2) == pytest.approx(expected, rel=1e-9)
+    else:
+        with pytest.raises(ValueError, match=r"^FID: imaginary component 0.5 in sqrtm$"):
+            frechet_distance(np.zeros(2), s1, np.zeros(2), s2)
