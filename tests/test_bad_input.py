@@ -390,7 +390,8 @@ def test_disk_full_during_checkpoint_write_keeps_the_previous_one(tmp_path, offl
     err = capsys.readouterr().err.strip()
     assert err == "dcdgan distill: error: No space left on device; files written before it (the previous checkpoint) are intact"
     assert load_checkpoint(run / "checkpoints" / "last.ckpt")["step"] == 1
-    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["last.ckpt"]  # no half-written file left
+    # no half-written file left: only the rotation's step_1 and last.ckpt, its hard link
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["last.ckpt", "step_00000001.ckpt"]
 
 
 def test_loaders_refuse_pickles_that_run_code(tmp_path):
@@ -426,3 +427,14 @@ def test_real_process_prints_one_line_and_no_traceback(tmp_path):
     assert done.returncode == 2
     assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
     assert "cut.jpg: corrupt or truncated image" in done.stderr
+
+
+def test_weights_of_other_networks_are_one_line():
+    from dcdgan.checkpoint import load_network_state
+
+    net = torch.nn.Conv2d(3, 8, 3)
+    other = torch.nn.Conv2d(3, 4, 3).state_dict()
+    with pytest.raises(UserError, match=r"^last.ckpt: the stored student does not fit this config's network \(size mismatch for weight: copying a param with shape torch.Size\(\[4, 3, 3, 3\]\)"):
+        load_network_state(net, other, "last.ckpt", "student")
+    with pytest.raises(UserError, match="last.ckpt: the stored student does not fit this config's network \\(Missing key"):
+        load_network_state(net, {}, "last.ckpt", "student")

@@ -36,18 +36,19 @@ def scripted(monkeypatch):
     The only place the tests replace part of the product: the loop's scoring function, so that selection logic
     can be checked against scores whose best is known. ``install`` returns the list of calls made.
     """
-    import dcdgan.distill as loop
+    from dcdgan.selection import Validator
 
     def install(student: list[float], teacher: list[float] = ()) -> list[tuple[str, float]]:
         scores = {False: iter(student), True: iter(teacher)}
         calls: list[tuple[str, float]] = []
 
-        def score(*args, teacher: bool = False, **kwargs) -> float:
+        def score(teacher: bool) -> float:
             value = next(scores[teacher])
             calls.append(("teacher" if teacher else "student", value))
             return value
 
-        monkeypatch.setattr(loop, "validation_score", score)
+        monkeypatch.setattr(Validator, "score_student", lambda self, *args, **kwargs: score(False))
+        monkeypatch.setattr(Validator, "score_teacher", lambda self, *args, **kwargs: score(True))
         return calls
 
     return install
@@ -125,8 +126,7 @@ def test_burst_latest_snapshot_is_the_teacher_at_the_last_burst(tmp_path, offlin
 
 
 def test_paired_l1_validation_is_the_distance_to_the_targets(tmp_path, offline, folder_data):
-    run = distill(tmp_path / "run", "quickstart", f"data.root={folder_data['paired']}", "train.batch_size=4", "train.max_steps=2", "eval.metric=l1",
-               "eval.max_images=0")
+    run = distill(tmp_path / "run", "quickstart", f"data.root={folder_data['paired']}", "train.batch_size=4", "train.max_steps=2", "eval.metric=l1", "eval.max_images=0")
     student, _ = load_generator(run / "student.safetensors")
     val = folder_data["paired"] / "val"
     with torch.no_grad():
