@@ -168,29 +168,6 @@ def test_statistics_files_with_pickled_objects_are_refused_unexecuted(tmp_path):
     assert not marker.exists()
 
 
-def test_frechet_distance_falls_back_to_the_eps_offset_like_pytorch_fid(monkeypatch):
-    import dcdgan.metrics.fid as fid
-    from scipy import linalg
-
-    real_sqrtm = linalg.sqrtm
-    calls = []
-
-    def sqrtm_failing_once(matrix, *args, **kwargs):  # scipy returns non-finite roots for some singular products
-        calls.append(matrix.copy())
-        if len(calls) == 1:
-            return np.full_like(matrix, np.inf), 1.0
-        return real_sqrtm(matrix, *args, **kwargs)
-
-    monkeypatch.setattr(fid.linalg, "sqrtm", sqrtm_failing_once)
-    mu1, mu2 = np.array([0.0, 1.0]), np.array([1.0, 0.0])
-    s1, s2 = np.array([[2.0, 0.5], [0.5, 1.0]]), np.array([[1.0, 0.0], [0.0, 3.0]])
-    value = frechet_distance(mu1, s1, mu2, s2, eps=0.25)
-    offset = np.eye(2) * 0.25  # pytorch-fid: retry with eps added to both diagonals
-    assert np.allclose(calls[1], (s1 + offset) @ (s2 + offset))
-    expected = 2 + np.trace(s1) + np.trace(s2) - 2 * np.trace(real_sqrtm((s1 + offset) @ (s2 + offset)).real)
-    assert value == pytest.approx(expected, rel=1e-12)
-
-
 def test_frechet_distance_refuses_covariances_of_other_sizes():
     from dcdgan.errors import UserError
 
@@ -198,17 +175,17 @@ def test_frechet_distance_refuses_covariances_of_other_sizes():
         frechet_distance(np.zeros(3), np.eye(3), np.zeros(3), np.eye(4))
 
 
-@pytest.mark.parametrize("imaginary", [1e-4, 0.5])
-def test_frechet_distance_handles_complex_square_roots_like_pytorch_fid(monkeypatch, imaginary):
-    import dcdgan.metrics.fid as fid
-    from scipy import linalg
+def test_fid_from_features_equals_the_covariance_formula():
+    from dcdgan.metrics.fid import fid_of
 
-    real_sqrtm = linalg.sqrtm
-    monkeypatch.setattr(fid.linalg, "sqrtm", lambda m, *a, **k: (real_sqrtm(m) + 1j * imaginary * np.eye(len(m)), 0.0))
-    s1, s2 = np.array([[2.0, 0.5], [0.5, 1.0]]), np.eye(2)
-    if imaginary < 1e-3:  # numerical noise: dropped, the real part is used
-        expected = np.trace(s1) + 2 - 2 * np.trace(real_sqrtm(s1))
-        assert frechet_distance(np.zeros(2), s1, np.zeros(2), s2) == pytest.approx(expected, rel=1e-9)
-    else:
-        with pytest.raises(ValueError, match=r"^FID: imaginary component 0.5 in sqrtm$"):
-            frechet_distance(np.zeros(2), s1, np.zeros(2), s2)
+    rng = np.random.default_rng(4)
+    few_a, few_b = rng.normal(size=(5, 8)), rng.normal(size=(6, 8)) + 0.5  # fewer images than dimensions: singular
+    a, b = ReferenceStats.from_features(few_a), ReferenceStats.from_features(few_b)
+    exact = frechet_distance(a.mu, a.sigma, b.mu, b.sigma)
+    assert fid_of(a, b) == pytest.approx(exact, rel=1e-9)  # nuclear-norm path vs eigenvalue path
+    # full rank: both paths agree with pytorch-fid
+    many_a, many_b = rng.normal(size=(40, 4)), rng.normal(size=(30, 4)) * 2
+    a, b = ReferenceStats.from_features(many_a), ReferenceStats.from_features(many_b)
+    assert fid_of(a, b) == pytest.approx(fid_by_pytorch_fid(many_a, many_b), rel=1e-6)
+    with pytest.raises(Exception, match="different dimensions"):
+        fid_of(ReferenceStats.from_features(few_a), ReferenceStats.from_features(rng.normal(size=(5, 7))))
