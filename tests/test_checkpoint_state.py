@@ -87,7 +87,8 @@ def test_load_network_state_one_line_errors():
                               "with shape torch.Size([4, 2]) from checkpoint, the shape in current model is torch.Size([3, 2]).)")
     with pytest.raises(UserError) as err:
         load_network_state(net, {"weight": torch.ones(3, 2)}, "g.ckpt", "teacher")
-    assert str(err.value) == "g.ckpt: the stored teacher does not fit this config's network (Missing key(s) in state_dict: \"bias\".)"
+    assert str(err.value) == ("g.ckpt: the stored teacher does not fit this config's network "
+                              '(Missing key(s) in state_dict: "bias".)')
 
 
 def test_unreadable_file_message_names_the_error(tmp_path):
