@@ -14,24 +14,24 @@ import collections, re
 counts = collections.defaultdict(collections.Counter)
 survivors = []
 for line in open("mutants-results.txt"):
-    m = re.match(r"\s*([\w.]+)\.x[^:]*__mutmut_\d+: (.+)", line) or re.match(r"\s*([\w.]+?)\.[^.:]+__mutmut_\d+: (.+)", line)
+    m = re.match(r"\s*([\w.]+?)\.(x[^:]*?)__mutmut_\d+: (.+)", line)
     if not m:
         continue
-    module, status = m.group(1), m.group(2).strip()
+    module, status = m.group(1), m.group(3).strip()
     counts[module][status] += 1
-    if status != "killed":
+    if status not in ("killed", "timeout"):
         survivors.append(line.strip())
-print(f"{'module':32} {'killed':>7} {'survived':>9} {'other':>6} {'killed %':>9}")
+statuses = ["killed", "survived", "timeout", "no tests", "not checked"]
+print(f"{'module':24}" + "".join(f"{s:>12}" for s in statuses) + f"{'killed %':>10}")
 total = collections.Counter()
 for module in sorted(counts):
     c = counts[module]
-    other = sum(v for k, v in c.items() if k not in ("killed", "survived"))
-    n = sum(c.values())
     total.update(c)
-    print(f"{module:32} {c['killed']:7d} {c['survived']:9d} {other:6d} {100 * c['killed'] / n:8.1f}%")
-n = sum(total.values())
-other = n - total["killed"] - total["survived"]
-print(f"{'total':32} {total['killed']:7d} {total['survived']:9d} {other:6d} {100 * total['killed'] / max(n, 1):8.1f}%")
+    checked = c["killed"] + c["survived"] + c["timeout"]
+    pct = f"{100 * (c['killed'] + c['timeout']) / checked:9.1f}%" if checked else f"{'-':>10}"
+    print(f"{module:24}" + "".join(f"{c[s]:12d}" for s in statuses) + pct)
+checked = total["killed"] + total["survived"] + total["timeout"]
+print(f"{'total':24}" + "".join(f"{total[s]:12d}" for s in statuses) + f"{100 * (total['killed'] + total['timeout']) / max(checked, 1):9.1f}%")
 print("\nnot killed:" if survivors else "\nevery mutant killed")
 for s in survivors:
     print("  " + s)

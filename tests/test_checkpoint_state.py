@@ -89,3 +89,14 @@ def test_load_network_state_one_line_errors():
         load_network_state(net, {"weight": torch.ones(3, 2)}, "g.ckpt", "teacher")
     assert str(err.value) == ("g.ckpt: the stored teacher does not fit this config's network "
                               '(Missing key(s) in state_dict: "bias".)')
+
+
+def test_unreadable_file_message_names_the_error(tmp_path):
+    (tmp_path / "text.ckpt").write_text("this is not a zip or a pickle\nsecond line")
+    with pytest.raises(UserError) as err:
+        load_checkpoint(tmp_path / "text.ckpt")
+    message = str(err.value)
+    assert message.startswith(f"{tmp_path / 'text.ckpt'}: not a readable dcdgan checkpoint (")
+    detail = message.split("(", 1)[1]
+    kind, first_line = detail.split(": ", 1)
+    assert kind.endswith("Error") and kind != "NoneType" and first_line not in ("None)", ")") and "\n" not in message

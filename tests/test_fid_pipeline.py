@@ -166,3 +166,26 @@ def test_statistics_files_with_pickled_objects_are_refused_unexecuted(tmp_path):
     with pytest.raises(UserError, match=r"evil.npz: not a readable .npz \(ValueError\)$"):
         load_stats(tmp_path / "evil.npz")
     assert not marker.exists()
+
+
+def test_frechet_distance_refuses_covariances_of_other_sizes():
+    from dcdgan.errors import UserError
+
+    with pytest.raises(UserError, match="FID statistics of different dimensions"):
+        frechet_distance(np.zeros(3), np.eye(3), np.zeros(3), np.eye(4))
+
+
+def test_fid_from_features_equals_the_covariance_formula():
+    from dcdgan.metrics.fid import fid_of
+
+    rng = np.random.default_rng(4)
+    few_a, few_b = rng.normal(size=(5, 8)), rng.normal(size=(6, 8)) + 0.5  # fewer images than dimensions: singular
+    a, b = ReferenceStats.from_features(few_a), ReferenceStats.from_features(few_b)
+    exact = frechet_distance(a.mu, a.sigma, b.mu, b.sigma)
+    assert fid_of(a, b) == pytest.approx(exact, rel=1e-9)  # nuclear-norm path vs eigenvalue path
+    # full rank: both paths agree with pytorch-fid
+    many_a, many_b = rng.normal(size=(40, 4)), rng.normal(size=(30, 4)) * 2
+    a, b = ReferenceStats.from_features(many_a), ReferenceStats.from_features(many_b)
+    assert fid_of(a, b) == pytest.approx(fid_by_pytorch_fid(many_a, many_b), rel=1e-6)
+    with pytest.raises(Exception, match="different dimensions"):
+        fid_of(ReferenceStats.from_features(few_a), ReferenceStats.from_features(rng.normal(size=(5, 7))))
