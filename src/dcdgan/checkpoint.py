@@ -76,7 +76,10 @@ def load_network_state(net: torch.nn.Module, state_dict: dict, path: Path | str,
     try:
         net.load_state_dict(state_dict)
     except (RuntimeError, KeyError, TypeError) as err:
-        detail = next((line.strip() for line in str(err).splitlines() if "size mismatch" in line), str(err).strip().splitlines()[0])
+        # torch's message starts with "Error(s) in loading state_dict for X:"; the line after it names the problem
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+        informative = ("size mismatch", "Missing key", "Unexpected key")
+        detail = next((line for line in lines if line.startswith(informative)), lines[0] if lines else type(err).__name__)
         raise UserError(f"{path}: the stored {name} does not fit this config's network ({detail[:160]})") from None
 
 
