@@ -24,7 +24,7 @@ from dcdgan.viewing import enlarge_image, view_scale
 
 INSTALL_HINT = 'the demo needs Gradio: pip install "dcdgan[demo]"'
 VIEW_SIDE = 256  # outputs are enlarged (nearest) until their shorter side reaches this many pixels
-MAX_TEST_IMAGES = 24
+MAX_TEST_IMAGES = 12
 EDGE_LIKE_FRACTION = 0.9  # share of near-black/near-white pixels above which a task's inputs count as line drawings
 CSS = ".pixelated img, .pixelated canvas {image-rendering: pixelated}"
 TRANSLATE_DOC = (
@@ -381,7 +381,7 @@ def build_app(models: DemoModels):
                 if tests:
                     with gr.Tab("Test images"):
                         gallery = gr.Gallery(
-                            [enlarge_image(img) for img in tests], label="the run's test split: click one", columns=8, allow_preview=False, object_fit="contain",
+                            [enlarge_image(img) for img in tests], label="the run's test split: click one", columns=6, allow_preview=False, object_fit="contain",
                             format="png", elem_id="test-images", elem_classes=["pixelated"], height="auto",
                         )
                 if sketch is not None:
