@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from dcdgan.errors import UserError
-from dcdgan.losses import dcd_loss, feature_loss, gan_loss_d, gan_loss_g, gram, style_loss
+from dcdgan.losses import dcd_loss, dcd_loss_per_tap, feature_loss, gan_loss_d, gan_loss_g, gram, mixes_samples, style_loss
 from dcdgan.nets import DCDProjector, DCDTaps, GeneratorSpec, build_discriminator, build_generator
 from dcdgan.taps import capture, forward_until, tap_channels
 
@@ -35,9 +35,47 @@ def run_dcd(teacher, student, disc, projector, taps, x):
     return dcd_loss(disc, taps.disc, projector(t_feats, s_feats))
 
 
+def by_hand_dcd(teacher, student, disc, projector, pairs, x, min_size=32):
+    """L_DCD written out from the spec with plain torch ops: explicit (teacher tap, student tap) pairs, 1x1 conv +
+    BatchNorm + ReLU connectors applied by hand, bilinear upsampling, the discriminator run up to model.10."""
+    feats_t, feats_s = {}, {}
+    hooks = [teacher.get_submodule(t).register_forward_hook(lambda m, i, o, t=t: feats_t.__setitem__(t, o)) for t, _ in pairs]
+    hooks += [student.get_submodule(s).register_forward_hook(lambda m, i, o, s=s: feats_s.__setitem__(s, o)) for _, s in pairs]
+    teacher(x)
+    student(x)
+    for h in hooks:
+        h.remove()
+
+    def project(conn, f, train):
+        conv, bn = conn[0], conn[1]
+        y = torch.nn.functional.conv2d(f, conv.weight)
+        if train:  # batch statistics, biased variance, as BatchNorm2d in training mode
+            mean, var = y.mean((0, 2, 3), keepdim=True), y.var((0, 2, 3), unbiased=False, keepdim=True)
+        else:
+            mean, var = bn.running_mean.view(1, -1, 1, 1), bn.running_var.view(1, -1, 1, 1)
+        y = (y - mean) / torch.sqrt(var + bn.eps) * bn.weight.view(1, -1, 1, 1) + bn.bias.view(1, -1, 1, 1)
+        y = torch.relu(y)
+        h, w = y.shape[-2:]
+        if min(h, w) < min_size:
+            y = torch.nn.functional.interpolate(y, size=(min_size, min_size), mode="bilinear", align_corners=False)
+        return y
+
+    total = 0.0
+    for t_tap, s_tap in pairs:
+        key = t_tap.replace(".", "_")
+        p_t = project(projector.teacher[key], feats_t[t_tap], train=projector.teacher.training)
+        p_s = project(projector.student[key], feats_s[s_tap], train=projector.student.training)
+        phi = disc.model[:11]  # up to and including model.10
+        total += (phi(p_t) - phi(p_s)).abs().mean().item()
+    return total
+
+
 def test_dcd_loss_fixed_value():
-    loss = run_dcd(*dcd_setup(64))
+    teacher, student, disc, projector, taps, x = dcd_setup(64)
+    loss = run_dcd(teacher, student, disc, projector, taps, x)
     assert loss.item() == pytest.approx(EXPECTED_DCD_64, rel=1e-4)
+    # the golden number is not just what the code once printed: the spec's formula, by hand, gives it too
+    assert EXPECTED_DCD_64 == pytest.approx(by_hand_dcd(teacher, student, disc, projector, list(zip(TAPS, TAPS)), x), rel=1e-4)
 
 
 def test_dcd_loss_by_hand_matches_definition():
@@ -95,13 +133,31 @@ def test_dcd_impossible_size_fails_clearly():
 
 def test_dcd_pairs_taps_by_position_with_unequal_channels():
     teacher, student, disc, _, _, x = dcd_setup(32, teacher_ngf=8, student_ngf=2)
-    taps = DCDTaps(("model.9", "model.18"), ("model.12", "model.15"), "model.10", 32)
+    # configured order is not sorted order on either side ("model.9" > "model.12" as strings), and the two taps
+    # of each side differ in channels (model.6: 2 ngf after the first downsampling, model.9/12: 4 ngf), so a
+    # lexicographic pairing (the reference code's bug) cannot even run, let alone give the same value
+    taps = DCDTaps(("model.9", "model.6"), ("model.12", "model.6"), "model.10", 32)
     shape = (2, 3, 32, 32)
     t_ch, s_ch = tap_channels(teacher, list(taps.teacher), shape), tap_channels(student, list(taps.student), shape)
-    assert t_ch == {"model.9": 32, "model.18": 32} and s_ch == {"model.12": 8, "model.15": 8}
+    assert t_ch == {"model.9": 32, "model.6": 16} and s_ch == {"model.12": 8, "model.6": 4}
     projector = DCDProjector(taps, t_ch, s_ch, 6)
     assert projector.student["model_9"][0].in_channels == 8 and projector.teacher["model_9"][0].in_channels == 32
-    assert run_dcd(teacher, student, disc, projector, taps, x).item() > 0
+    assert projector.student["model_6"][0].in_channels == 4 and projector.teacher["model_6"][0].in_channels == 16
+    loss = run_dcd(teacher, student, disc, projector, taps, x).item()
+    assert loss == pytest.approx(by_hand_dcd(teacher, student, disc, projector, [("model.9", "model.12"), ("model.6", "model.6")], x), rel=1e-5)
+
+
+def test_dcd_pairs_taps_by_position_with_equal_channels():
+    # all four resnet-block taps have 4 ngf channels, so any pairing runs: only the value tells position from sorting
+    teacher, student, disc, _, _, x = dcd_setup(32, teacher_ngf=8, student_ngf=2)
+    taps = DCDTaps(("model.9", "model.18"), ("model.18", "model.9"), "model.10", 32)
+    shape = (2, 3, 32, 32)
+    projector = DCDProjector(taps, tap_channels(teacher, list(taps.teacher), shape), tap_channels(student, list(taps.student), shape), 6)
+    loss = run_dcd(teacher, student, disc, projector, taps, x).item()
+    positional = by_hand_dcd(teacher, student, disc, projector, [("model.9", "model.18"), ("model.18", "model.9")], x)
+    lexicographic = by_hand_dcd(teacher, student, disc, projector, [("model.18", "model.18"), ("model.9", "model.9")], x)
+    assert abs(positional - lexicographic) > 1e-3 * positional  # the two pairings are distinguishable here
+    assert loss == pytest.approx(positional, rel=1e-5)
 
 
 def test_unknown_tap_is_a_clear_error():
@@ -139,6 +195,89 @@ def test_gram_and_style_feature_values():
     assert torch.allclose(g, torch.tensor([[[14.0, 38.0], [38.0, 126.0]]]) / 8)
     assert style_loss([f, f], [f * 0, f * 0]).item() == pytest.approx(2 * (14 + 38 + 38 + 126) / 8 / 4)
     assert feature_loss(f, f + 2).item() == pytest.approx(2.0)
+
+
+def vgg_like_half(raw_peak: float, channels: int = 8, side: int = 128, seed: int = 0) -> torch.Tensor:
+    """Non-negative (post-ReLU) fp16 activations whose raw F F^T diagonal reaches about ``raw_peak``."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(2, channels, side, side, generator=g).abs()
+    scale = (raw_peak / (x.double() ** 2).sum(dim=(2, 3)).max()).sqrt()
+    return (x * scale).half()
+
+
+# the raw F F^T peaks measured on two horse2zebra images at 256 px with the Caffe VGG16 (issue 7)
+RAW_PEAKS = (1.08e5, 1.64e5, 7.1e4)
+
+
+def test_gram_of_half_activations_is_fp32_and_matches():
+    for peak in RAW_PEAKS:
+        half = vgg_like_half(peak)
+        flat = half.float().reshape(2, 8, -1)
+        assert torch.bmm(flat, flat.transpose(1, 2)).max() > 65504  # the magnitudes fp16 cannot hold
+        reference = gram(half.float())
+        for autocast in (False, True):
+            with torch.autocast("cpu", dtype=torch.float16, enabled=autocast):
+                g = gram(half)
+                g_from_fp32 = gram(half.float())  # autocast would run this bmm in fp16
+            assert g.dtype == torch.float32 and g_from_fp32.dtype == torch.float32
+            assert torch.isfinite(g).all()
+            assert torch.allclose(g, reference, rtol=1e-3, atol=0) and torch.allclose(g_from_fp32, reference, rtol=1e-3, atol=0)
+
+
+def test_style_loss_on_half_activations_equals_fp32():
+    student = [vgg_like_half(peak, seed=1) for peak in RAW_PEAKS]
+    teacher = [vgg_like_half(peak * 0.7, seed=2) for peak in RAW_PEAKS]
+    reference = style_loss([s.float() for s in student], [t.float() for t in teacher])
+    with torch.autocast("cpu", dtype=torch.float16):
+        loss = style_loss(student, teacher)
+        loss_fp32_inputs = style_loss([s.float() for s in student], [t.float() for t in teacher])
+    assert loss.dtype == torch.float32 and torch.isfinite(loss)
+    assert loss.item() == pytest.approx(reference.item(), rel=1e-3)
+    assert loss_fp32_inputs.item() == pytest.approx(reference.item(), rel=1e-3)
+    # the same product in fp16, as before the fix, overflows: the test can fail
+    flat = student[1].reshape(2, 8, -1)
+    assert not torch.isfinite(torch.bmm(flat, flat.transpose(1, 2))).all()
+
+
+def dcd_grads(loss: torch.Tensor, *nets: torch.nn.Module) -> list[torch.Tensor | None]:
+    params = [p for n in nets for p in n.parameters() if p.requires_grad]
+    return list(torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True))
+
+
+@pytest.mark.parametrize("train_teacher", [False, True])
+def test_dcd_one_pass_per_side_equals_per_tap_loss_and_gradients(train_teacher):
+    teacher, student, disc, _, taps, x = dcd_setup(32)
+    # taps of two spatial sizes: model.3 (32x32) and the 8x8 residual taps (upsampled to min_size 24): two groups
+    taps = DCDTaps(("model.3", "model.9", "model.15"), ("model.3", "model.12", "model.18"), "model.10", 24)
+    shape = tuple(x.shape)
+    projector = DCDProjector(taps, tap_channels(teacher, list(taps.teacher), shape), tap_channels(student, list(taps.student), shape), 6, train_teacher)
+    disc.requires_grad_(False)
+    with capture(teacher, list(taps.teacher)) as tf, capture(student, list(taps.student)) as sf:
+        teacher(x)
+        student(x)
+    projections = projector(tf, sf)
+    assert {p_t.shape[-1] for _, p_t, _ in projections} == {32, 24}
+    batched, by_tap = dcd_loss(disc, taps.disc, projections), dcd_loss_per_tap(disc, taps.disc, projections)
+    assert batched.item() == pytest.approx(by_tap.item(), rel=1e-6)
+    nets = (student, projector.student) + ((projector.teacher,) if train_teacher else ())
+    grads_batched, grads_by_tap = dcd_grads(batched, *nets), dcd_grads(by_tap, *nets)
+    assert sum(g is not None for g in grads_batched) > len(list(projector.student.parameters()))
+    for g_batched, g_by_tap in zip(grads_batched, grads_by_tap, strict=True):
+        assert (g_batched is None) == (g_by_tap is None)  # layers after the last tap get none either way
+        if g_batched is not None:
+            assert torch.allclose(g_batched, g_by_tap, rtol=1e-5, atol=1e-9)
+
+
+def test_dcd_with_a_batch_statistics_discriminator_keeps_one_pass_per_projection():
+    teacher, student, _, projector, taps, x = dcd_setup(32)
+    disc = build_discriminator(6, 8, norm="batch")
+    assert mixes_samples(disc) and not mixes_samples(disc.eval()) and not mixes_samples(build_discriminator(6, 8))
+    disc.train()
+    with capture(teacher, list(TAPS)) as tf, capture(student, list(TAPS)) as sf:
+        teacher(x)
+        student(x)
+    projections = projector(tf, sf)
+    assert dcd_loss(disc, "model.10", projections).item() == pytest.approx(dcd_loss_per_tap(disc, "model.10", projections).item(), rel=1e-6)
 
 
 # computed once with torch 2.15 on CPU; guards against silent changes to the loss, connectors or tap pairing

@@ -48,6 +48,35 @@ def load_checkpoint(path: Path) -> dict:
     return state
 
 
+# Config keys that decide the networks' shapes (or which networks exist): a checkpoint fits only the same values.
+ARCHITECTURE_SECTIONS = ("model",)
+ARCHITECTURE_KEYS = ("task", "data.input_nc", "data.output_nc", "distill.method", "distill.schedule", "distill.teacher_taps",
+                     "distill.student_taps", "distill.disc_tap", "distill.train_teacher_connectors")
+
+
+def _flat(config: dict) -> dict:
+    return {f"{section}.{k}": v for section, values in config.items() if isinstance(values, dict) for k, v in values.items()} | {
+        k: v for k, v in config.items() if not isinstance(v, dict)}
+
+
+def check_compatible(state: dict, config: dict, path: Path) -> None:
+    """UserError naming the keys where ``config`` (a ``to_dict`` config) builds other networks than the checkpoint's."""
+    saved, wanted = _flat(state.get("config") or {}), _flat(config)
+    keys = [k for k in wanted if k in ARCHITECTURE_KEYS or k.split(".")[0] in ARCHITECTURE_SECTIONS]
+    differ = [f"{k}={saved.get(k)!r} there, {wanted[k]!r} here" for k in keys if saved.get(k) != wanted[k]]
+    if differ:
+        raise UserError(f"{path}: made for other networks ({'; '.join(differ[:3])}); resume with the run's own settings or start a new run")
+
+
+def load_network_state(net: torch.nn.Module, state_dict: dict, path: Path | str, name: str) -> None:
+    """``net.load_state_dict`` with a one-line UserError (naming the file and network) when the weights do not fit."""
+    try:
+        net.load_state_dict(state_dict)
+    except (RuntimeError, KeyError, TypeError) as err:
+        detail = next((line.strip() for line in str(err).splitlines() if "size mismatch" in line), str(err).strip().splitlines()[0])
+        raise UserError(f"{path}: the stored {name} does not fit this config's network ({detail[:160]})") from None
+
+
 def rng_state() -> dict:
     """Every global RNG a training step may touch."""
     return {

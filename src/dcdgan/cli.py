@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import sys
+import traceback
 from pathlib import Path
 
 from dcdgan.errors import UserError
@@ -13,22 +15,21 @@ DESCRIPTION = "dcdgan: compress pix2pix/CycleGAN generators with Discriminator-C
 
 
 def cmd_distill(args: argparse.Namespace) -> int:
-    from dcdgan.checkpoint import load_checkpoint
-    from dcdgan.config import apply_overrides, config_from_dict, help_text, load_config, to_yaml
+    from dcdgan.checkpoint import check_compatible, load_checkpoint
+    from dcdgan.config import apply_overrides, config_from_dict, help_text, load_config, to_dict, to_yaml
     from dcdgan.distill import distill
-    from dcdgan.runs import default_run_dir, last_checkpoint
+    from dcdgan.runs import default_run_dir, last_checkpoint, require_run_dir
 
     if args.help_config:
         print(help_text())
         return 0
-    overrides = list(args.overrides)
-    source = args.config
-    if source and "=" in source and not Path(source).exists():
-        overrides.insert(0, source)  # ``dcdgan distill key=value`` without a config file
-        source = None
+    source, overrides = config_source(args.config, args.overrides)
     if args.resume:
         run_dir = Path(args.resume)
-        cfg = apply_overrides(config_from_dict(load_checkpoint(last_checkpoint(run_dir))["config"]), overrides)
+        require_run_dir(run_dir)
+        state = load_checkpoint(last_checkpoint(run_dir))
+        cfg = apply_overrides(config_from_dict(state["config"]), overrides)
+        check_compatible(state, to_dict(cfg), last_checkpoint(run_dir))
     else:
         cfg = load_config(source or "quickstart", overrides)
         run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(cfg)
@@ -37,6 +38,22 @@ def cmd_distill(args: argparse.Namespace) -> int:
         return 0
     distill(cfg, run_dir, resume=bool(args.resume), quiet=args.quiet)
     return 0
+
+
+def config_source(config: str | None, overrides: list[str]) -> tuple[str | None, list[str]]:
+    """(config file or recipe, overrides): ``dcdgan distill key=value`` has no config file, only overrides."""
+    overrides = list(overrides)
+    if config and "=" in config and not Path(config).exists():
+        return None, [config, *overrides]
+    return config, overrides
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from dcdgan.config import load_config
+    from dcdgan.scan import check_command
+
+    source, overrides = config_source(args.config, args.overrides)
+    return check_command(load_config(source or "quickstart", overrides), quiet=args.quiet)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -132,6 +149,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_distill)
 
+    p = sub.add_parser("check", help="scan the dataset a run would use (every image opened) and report all problems", description=(
+        "Run the dataset scan that dcdgan distill runs before training, alone: every image of the train, validation "
+        "and test splits is opened and decoded; all problems are listed at once. Exit code 0 when a run could start."))
+    p.add_argument("config", nargs="?", help="YAML file or recipe name (default: quickstart)")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. data.root=/data/h2z")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_check)
+
     p = sub.add_parser("eval", help="FID/KID, PSNR/SSIM, params and MACs of a run's teacher and students -> metrics.json", description=(
         "Evaluate the teacher and the last and best-on-validation students of a run on a split. FID uses the "
         "TF-2015 Inception (pytorch-fid convention); the reference is --ref, --ref-dir, or the split's target images."))
@@ -185,17 +210,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=7860, help="port (default 7860)")
     p.add_argument("--backend", default="torch", choices=("torch", "onnxruntime", "openvino"), help="inference backend (default torch)")
     p.set_defaults(func=cmd_demo)
+    parser.add_argument("--debug", action="store_true", help="show the Python traceback of errors")
+    for command in sub.choices.values():  # also accepted after the command; SUPPRESS keeps the top-level value
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show the Python traceback of errors")
     return parser
 
 
+# Errors of the machine rather than of our code: a full disk, a read-only or forbidden folder. They get one
+# line like bad input; files are written atomically, so what was saved before (the last checkpoint) is intact.
+ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS}
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point; bad input ends with one line on stderr and exit code 2."""
+    """Entry point; bad input ends with one line on stderr and exit code 2 (a traceback only with --debug)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return args.func(args)
     except UserError as err:
+        if args.debug:
+            traceback.print_exc()
         print(f"dcdgan {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:
+        if err.errno not in ENVIRONMENT_ERRNOS:
+            raise
+        if args.debug:
+            traceback.print_exc()
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"dcdgan {args.command}: error: {where}{err.strerror or err}; files written before it (the previous checkpoint) are intact", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"dcdgan {args.command}: interrupted", file=sys.stderr)

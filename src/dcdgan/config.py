@@ -47,6 +47,7 @@ class DataConfig:
     test_split: str = opt("test", "split reported at the end (edges2shoes calls it val)")
     max_train_images: int = opt(0, "use only the first N training items (0 = all)")
     num_workers: int = opt(0, "DataLoader worker processes")
+    on_bad_image: str = opt("error", "what the scan before training does with unreadable or unusable images: error (stop and list them) or skip (train without them; the list goes to skipped_images.txt in the run)", ("error", "skip"))
 
 
 @dataclass
@@ -330,6 +331,36 @@ def validate(cfg: Config) -> None:
     for key, value in positive.items():
         if value < 1:
             raise UserError(f"{key}: must be at least 1, got {value}")
+    not_negative = {
+        "loss.lambda_recon": cfg.loss.lambda_recon,
+        "loss.lambda_cycle": cfg.loss.lambda_cycle,
+        "loss.lambda_identity": cfg.loss.lambda_identity,
+        "loss.pool_size": cfg.loss.pool_size,
+        "distill.lambda_dcd": dist.lambda_dcd,
+        "distill.lambda_style": dist.lambda_style,
+        "distill.lambda_feat": dist.lambda_feat,
+        "distill.student_gan_weight": dist.student_gan_weight,
+        "perceptual.feature_scale": cfg.perceptual.feature_scale,
+        "perceptual.fallback_lambda": cfg.perceptual.fallback_lambda,
+        "data.max_train_images": d.max_train_images,
+        "data.num_workers": d.num_workers,
+        "train.max_steps": t.max_steps,
+        "train.sample_every": t.sample_every,
+        "train.checkpoint_every": t.checkpoint_every,
+        "eval.every": cfg.eval.every,
+        "eval.max_images": cfg.eval.max_images,
+    }
+    for key, value in not_negative.items():
+        if not value >= 0:  # also refuses nan
+            raise UserError(f"{key}: must not be negative, got {value}")
+    for key, value in {"train.log_every": t.log_every, "model.n_layers_D": cfg.model.n_layers_D, "distill.dcd_min_size": dist.dcd_min_size}.items():
+        if value < 1:
+            raise UserError(f"{key}: must be at least 1, got {value}")
+    if not t.lr > 0:
+        raise UserError(f"train.lr: must be positive, got {t.lr}")
+    for key, value in {"train.beta1": t.beta1, "train.beta2": t.beta2, "model.dropout": cfg.model.dropout}.items():
+        if not 0 <= value < 1:
+            raise UserError(f"{key}: must be in [0, 1), got {value}")
     if d.preprocess in ("resize_and_crop", "scale_width_and_crop") and d.crop_size > d.load_size:
         raise UserError(f"data.crop_size ({d.crop_size}) cannot exceed data.load_size ({d.load_size}) with preprocess={d.preprocess}")
     if t.nepochs < 0 or t.nepochs_decay < 0 or t.nepochs + t.nepochs_decay < 1:

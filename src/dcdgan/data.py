@@ -16,7 +16,7 @@ from typing import Iterator, Protocol
 
 import numpy as np
 import torchvision.transforms.functional as TF
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor
 from torch.utils.data import Dataset, Sampler
 from torchvision.transforms import InterpolationMode
@@ -32,11 +32,16 @@ HOLDOUT_SEED = 20230614  # fixed, so every training seed validates on the same h
 # ---------------------------------------------------------------- images
 
 
-def list_images(folder: Path) -> list[Path]:
-    """Image files in ``folder`` (not recursive), sorted by name; UserError when there are none."""
+def is_image_file(path: Path) -> bool:
+    """Whether ``path`` is a file with an image extension (any case: ``.JPG`` is an image)."""
+    return path.suffix.lower() in IMAGE_EXTENSIONS and path.is_file()
+
+
+def list_images(folder: Path, exclude: frozenset[Path] = frozenset()) -> list[Path]:
+    """Image files in ``folder`` (not recursive), sorted by name, minus ``exclude``; UserError when there are none."""
     if not folder.is_dir():
         raise UserError(f"{folder}: folder not found")
-    paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+    paths = sorted(p for p in folder.iterdir() if is_image_file(p) and p.absolute() not in exclude)
     if not paths:
         raise UserError(f"{folder}: no images ({', '.join(IMAGE_EXTENSIONS)})")
     return paths
@@ -56,12 +61,12 @@ def to_mode(img: Image.Image, channels: int) -> Image.Image:
 
 
 def read_image(path: Path) -> Image.Image:
-    """Open an image fully, or raise a UserError naming the file."""
+    """Open an image fully, turned as a viewer shows it (EXIF orientation), or raise a UserError naming the file."""
     try:
         with Image.open(path) as img:
             img.load()
-            return img
-    except (UnidentifiedImageError, OSError, ValueError) as err:
+            return ImageOps.exif_transpose(img)
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
         raise UserError(f"{path}: cannot read image ({err})") from None
 
 
@@ -186,16 +191,23 @@ class Subset:
         return self.source.name(self.indices[i])
 
 
-def matched_folders(folder_a: Path, folder_b: Path) -> ZippedPairs:
+def unmatched_names(a: list[Path], b: list[Path]) -> str:
+    """'' when the stems of ``a`` and ``b`` match one to one, else a summary naming a few without a partner."""
+    stems_a, stems_b = {p.stem for p in a}, {p.stem for p in b}
+    lonely = sorted(p.name for p in a if p.stem not in stems_b) + sorted(p.name for p in b if p.stem not in stems_a)
+    if not lonely:
+        return ""
+    more = f" and {len(lonely) - 3} more" if len(lonely) > 3 else ""
+    return f"{len(lonely)} files have no partner of the same name (e.g. {', '.join(lonely[:3])}{more})"
+
+
+def matched_folders(folder_a: Path, folder_b: Path, exclude: frozenset[Path] = frozenset()) -> ZippedPairs:
     """Pairs from two folders, matched by file stem; UserError listing what has no partner."""
-    a = {p.stem: p for p in list_images(folder_a)}
-    b = {p.stem: p for p in list_images(folder_b)}
-    only_a, only_b = sorted(set(a) - set(b)), sorted(set(b) - set(a))
-    if only_a or only_b:
-        example = (only_a or only_b)[0]
-        raise UserError(
-            f"{folder_a} and {folder_b}: {len(only_a) + len(only_b)} files have no partner of the same name (e.g. {example})"
-        )
+    a = {p.stem: p for p in list_images(folder_a, exclude)}
+    b = {p.stem: p for p in list_images(folder_b, exclude)}
+    problem = unmatched_names(list(a.values()), list(b.values()))
+    if problem:
+        raise UserError(f"{folder_a} and {folder_b}: {problem}")
     stems = sorted(a)
     return ZippedPairs(FolderImages([a[s] for s in stems]), FolderImages([b[s] for s in stems]))
 
@@ -388,11 +400,27 @@ class _PairSide:
         return self.pairs.name(i)
 
 
-class DataRoot:
-    """A configured dataset: resolves split names (and the holdout carved from train) to sources."""
+def split_layout(root: Path, mode: str, split: str) -> tuple[str, Path, Path | None]:
+    """How a split is stored: ("unpaired", splitA, splitB), ("matched", A folder, B folder) or ("side_by_side", folder, None)."""
+    if mode == "unpaired":
+        return "unpaired", root / f"{split}A", root / f"{split}B"
+    folder = root / split
+    if (folder / "A").is_dir() and (folder / "B").is_dir():
+        return "matched", folder / "A", folder / "B"
+    if (root / "A" / split).is_dir() and (root / "B" / split).is_dir():
+        return "matched", root / "A" / split, root / "B" / split
+    return "side_by_side", folder, None
 
-    def __init__(self, cfg: DataConfig):
+
+class DataRoot:
+    """A configured dataset: resolves split names (and the holdout carved from train) to sources.
+
+    ``exclude``: absolute paths of files to leave out (the bad images a scan found with ``data.on_bad_image=skip``).
+    """
+
+    def __init__(self, cfg: DataConfig, exclude: frozenset[Path] = frozenset()):
         self.cfg = cfg
+        self.exclude = frozenset(exclude)
         self.builtin = cfg.root.startswith("builtin:")
         self.root = None if self.builtin else Path(cfg.root).expanduser()
         if self.root is not None and not self.root.is_dir():
@@ -419,15 +447,12 @@ class DataRoot:
             a = ArrayImages(self._arrays[f"{key}_{split}_A"], f"{split}A")
             b = ArrayImages(self._arrays[f"{key}_{split}_B"], f"{split}B")
             return SplitData(pairs=ZippedPairs(a, b)) if cfg.mode == "paired" else SplitData(a=a, b=b)
-        root = self.root
-        if cfg.mode == "unpaired":
-            return SplitData(a=FolderImages(list_images(root / f"{split}A")), b=FolderImages(list_images(root / f"{split}B")))
-        folder = root / split
-        if (folder / "A").is_dir() and (folder / "B").is_dir():
-            return SplitData(pairs=matched_folders(folder / "A", folder / "B"))
-        if (root / "A" / split).is_dir() and (root / "B" / split).is_dir():
-            return SplitData(pairs=matched_folders(root / "A" / split, root / "B" / split))
-        return SplitData(pairs=SideBySidePairs(list_images(folder)))
+        kind, first, second = split_layout(self.root, cfg.mode, split)
+        if kind == "unpaired":
+            return SplitData(a=FolderImages(list_images(first, self.exclude)), b=FolderImages(list_images(second, self.exclude)))
+        if kind == "matched":
+            return SplitData(pairs=matched_folders(first, second, self.exclude))
+        return SplitData(pairs=SideBySidePairs(list_images(first, self.exclude)))
 
     def _holdout_indices(self, n: int, count: int, what: str) -> tuple[list[int], list[int]]:
         if count < 1 or count >= n:

@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from dcdgan import runs
-from dcdgan.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from dcdgan.checkpoint import load_checkpoint, load_network_state, rng_state, save_checkpoint, set_rng_state
 from dcdgan.config import Config, to_dict
 from dcdgan.data import DataRoot, EpochSampler
 from dcdgan.errors import UserError
@@ -32,6 +32,7 @@ from dcdgan.perceptual import ENV_VAR as VGG_ENV_VAR
 from dcdgan.perceptual import VGGPerceptual, resolve_vgg
 from dcdgan.pool import ImagePool
 from dcdgan.samples import save_sample_grid
+from dcdgan.scan import check_before_training
 from dcdgan.schedule import JOINT, STUDENT, TASK, build_plan, locate, phase_lr_factor, total_steps
 from dcdgan.steps import Training, burst_student_step, joint_step, task_step
 from dcdgan.weights import save_generator
@@ -130,6 +131,7 @@ def trainable(*modules) -> list:
 def distill(cfg: Config, run_dir: Path, resume: bool = False, quiet: bool = False) -> Path:
     """Run (or continue) the configured distillation in ``run_dir``; returns the run directory."""
     state = load_checkpoint(runs.last_checkpoint(run_dir)) if resume else None
+    bad_images = check_before_training(cfg, run_dir, quiet)  # every image of every split, before compute is spent
     accelerator = Accelerator(
         mixed_precision=cfg.train.mixed_precision, cpu=cfg.train.cpu, log_with="tensorboard", project_dir=str(run_dir)
     )
@@ -139,7 +141,7 @@ def distill(cfg: Config, run_dir: Path, resume: bool = False, quiet: bool = Fals
     started = time.time()
 
     # ---- data
-    data = DataRoot(cfg.data)
+    data = DataRoot(cfg.data, exclude=bad_images)
     train_set = data.train_dataset()
     student_set = data.train_inputs() if cfg.distill.schedule == "burst" and cfg.distill.method != "none" else None
     val_name = "holdout" if cfg.data.val_split == "holdout" else cfg.data.val_split
@@ -356,7 +358,7 @@ def restore(state: dict, t: Training, selection: Selection, train_size: int) -> 
     if set(state["networks"]) != set(names):
         raise UserError(f"checkpoint networks {sorted(state['networks'])} do not match this config's {sorted(names)}")
     for name, net in names.items():
-        t.unwrap(net).load_state_dict(state["networks"][name])
+        load_network_state(t.unwrap(net), state["networks"][name], runs.last_checkpoint(t.accelerator.project_dir), name)
     optimizers = {"disc": t.opt_disc, "gen": t.opt_gen, "student": t.opt_student}
     for name, opt in optimizers.items():
         if opt is not None:

@@ -22,8 +22,17 @@ from dcdgan.metrics.profile import count_macs, count_params
 from dcdgan.metrics.segmentation import SegmentationScore, read_label_map
 
 
+def spread_indices(n: int, k: int) -> list[int]:
+    """``k`` indices spread evenly over ``range(n)`` (all of them when k >= n)."""
+    if k >= n:
+        return list(range(n))
+    return [int(i) for i in np.linspace(0, n - 1, k).round().astype(int)]
+
+
 def _limit(dataset: Dataset, max_images: int) -> Dataset:
-    return Subset(dataset, range(min(max_images, len(dataset)))) if max_images > 0 else dataset
+    # Spread, not the first N: splits are often ordered (the embedded shoes by class), so a capped
+    # evaluation must still cover the whole split.
+    return Subset(dataset, spread_indices(len(dataset), max_images)) if max_images > 0 else dataset
 
 
 def batches(dataset: Dataset, batch_size: int, max_images: int = 0) -> DataLoader:

@@ -39,20 +39,27 @@ def gan_loss_g(fake_pred: Tensor, mode: str) -> Tensor:
 
 
 def gram(features: Tensor) -> Tensor:
-    """Per-sample Gram matrix F F^T / (C H W)."""
+    """Per-sample Gram matrix F F^T / (C H W), computed in fp32 whatever the input dtype or autocast state.
+
+    Raw F F^T entries of VGG16 activations at 256 px reach 1e5 (relu1_2) to 1.6e5 (relu2_2), above fp16's
+    65504: under fp16 autocast the product would be inf and the style loss NaN. Dividing before the product
+    would only move the problem (precision instead of range), so the whole matrix is fp32.
+    """
     b, c, h, w = features.shape
-    flat = features.reshape(b, c, h * w)
-    return torch.bmm(flat, flat.transpose(1, 2)) / (c * h * w)
+    with torch.autocast(features.device.type, enabled=False):
+        flat = features.float().reshape(b, c, h * w)
+        return torch.bmm(flat, flat.transpose(1, 2)) / (c * h * w)
 
 
 def style_loss(student: list[Tensor], teacher: list[Tensor]) -> Tensor:
-    """Sum over VGG taps of mean |Gram(student) - Gram(teacher)|."""
-    return sum((gram(s) - gram(t)).abs().mean() for s, t in zip(student, teacher, strict=True))
+    """Sum over VGG taps of mean |Gram(student) - Gram(teacher)|, in fp32 (see ``gram``)."""
+    with torch.autocast(student[0].device.type, enabled=False):
+        return sum((gram(s) - gram(t)).abs().mean() for s, t in zip(student, teacher, strict=True))
 
 
 def feature_loss(student: Tensor, teacher: Tensor) -> Tensor:
-    """Mean |student - teacher| on one VGG tap (relu2_2 in OMGD/DCD)."""
-    return (student - teacher).abs().mean()
+    """Mean |student - teacher| on one VGG tap (relu2_2 in OMGD/DCD), accumulated in fp32."""
+    return (student.float() - teacher.float()).abs().mean()
 
 
 def disc_view(disc: nn.Module, tap: str, projection: Tensor, source: str) -> Tensor:
@@ -79,10 +86,43 @@ def dcd_loss(disc: nn.Module, disc_tap: str, projections: list[tuple[str, Tensor
 
     ``projections`` come from ``DCDProjector``. The caller keeps the discriminator frozen while this loss is
     backpropagated, so it trains the student and its connectors only (the teacher side is detached).
+
+    The taps go through the discriminator in one pass per side: projections of the same shape are
+    concatenated along the batch (taps of different spatial sizes form one group, and one pass, per size),
+    and the teacher side runs without autograd unless its connectors train. That equals one pass per
+    projection because the PatchGAN normalises every sample on its own (InstanceNorm); a discriminator
+    that normalises with batch statistics mixes samples, so it gets one pass per projection instead.
     """
-    total = projections[0][1].new_zeros(())
+    if mixes_samples(disc):
+        return dcd_loss_per_tap(disc, disc_tap, projections)
+    groups: dict[tuple, list[tuple[str, Tensor, Tensor]]] = {}
+    for item in projections:
+        groups.setdefault(tuple(item[1].shape), []).append(item)
+    total = projections[0][1].new_zeros((), dtype=torch.float32)
+    for group in groups.values():
+        names = ", ".join(tap for tap, _, _ in group)
+        p_t = torch.cat([p for _, p, _ in group])
+        p_s = torch.cat([p for _, _, p in group])
+        with torch.set_grad_enabled(torch.is_grad_enabled() and p_t.requires_grad):
+            phi_t = disc_view(disc, disc_tap, p_t, f"teacher taps {names}")
+        phi_s = disc_view(disc, disc_tap, p_s, f"student taps {names}")
+        # rows of the batch are tap-major (cat order), so each tap's mean is the mean of its own chunk
+        total = total + (phi_t - phi_s).abs().float().reshape(len(group), -1).mean(dim=1).sum()
+    return total
+
+
+def dcd_loss_per_tap(disc: nn.Module, disc_tap: str, projections: list[tuple[str, Tensor, Tensor]]) -> Tensor:
+    """The DCD loss by its definition, two discriminator passes per tap pair (reference for ``dcd_loss``)."""
+    total = projections[0][1].new_zeros((), dtype=torch.float32)
     for tap, p_t, p_s in projections:
         phi_t = disc_view(disc, disc_tap, p_t, f"teacher tap {tap}")
         phi_s = disc_view(disc, disc_tap, p_s, f"student tap {tap}")
-        total = total + (phi_t - phi_s).abs().mean()
+        total = total + (phi_t - phi_s).abs().float().mean()
     return total
+
+
+def mixes_samples(net: nn.Module) -> bool:
+    """Whether ``net`` normalises with statistics of the whole batch (BatchNorm in training mode or without running stats)."""
+    return any(
+        isinstance(m, (nn.BatchNorm2d, nn.SyncBatchNorm)) and (m.training or not m.track_running_stats) for m in net.modules()
+    )

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from dcdgan.checkpoint import atomic_write, load_checkpoint
+from dcdgan.checkpoint import atomic_write, load_checkpoint, load_network_state
 from dcdgan.config import Config, config_from_dict, to_dict, to_yaml
 from dcdgan.data import DataRoot, folder_dataset
 from dcdgan.errors import UserError
@@ -20,6 +20,7 @@ from dcdgan.metrics.fid import ReferenceStats, load_stats, save_stats
 from dcdgan.metrics.inception import FIDInception, inception_available, load_inception
 from dcdgan.nets import build_generator
 from dcdgan.networks import student_spec, teacher_spec
+from dcdgan.scan import read_skip_list
 
 
 def default_run_dir(cfg: Config) -> Path:
@@ -36,6 +37,16 @@ def last_checkpoint(run_dir: Path) -> Path:
 def best_checkpoint(run_dir: Path) -> Path:
     """checkpoints/best.ckpt of a run."""
     return Path(run_dir) / "checkpoints" / "best.ckpt"
+
+
+def require_run_dir(run_dir: Path) -> None:
+    """UserError unless ``run_dir`` is a run that can be resumed (a folder with checkpoints/last.ckpt)."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise UserError(f"{run_dir}: no such run directory to resume")
+    if not last_checkpoint(run_dir).is_file():
+        what = "a run that stopped before its first checkpoint" if (run_dir / "config.yaml").is_file() else "not a dcdgan run directory"
+        raise UserError(f"{run_dir}: {what} (no checkpoints/last.ckpt); start a new run without --resume")
 
 
 def prepare_run_dir(run_dir: Path, cfg: Config, resume: bool) -> None:
@@ -105,7 +116,7 @@ def generator_from_checkpoint(state: dict, role: str) -> nn.Module:
         net, key = build_generator(teacher_spec(cfg)), "gen_ab"
     else:
         net, key = build_generator(student_spec(cfg)), "student" if "student" in state["networks"] else "gen_ab"
-    net.load_state_dict(state["networks"][key])
+    load_network_state(net, state["networks"][key], "checkpoint", key)
     return net.eval()
 
 
@@ -139,7 +150,7 @@ def evaluate_run(
     device = device or torch.device("cuda" if torch.cuda.is_available() and not cfg.train.cpu else "cpu")
     max_images = cfg.eval.max_images if max_images is None else max_images
     batch_size = batch_size or cfg.eval.batch_size
-    data = DataRoot(cfg.data)
+    data = DataRoot(cfg.data, exclude=read_skip_list(run_dir))  # files the run skipped as bad stay out
     dataset = data.eval_dataset(split) if cfg.data.mode == "paired" else data.eval_inputs(split)
 
     inception = reference = None

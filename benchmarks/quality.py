@@ -1,0 +1,284 @@
+"""Quality benchmark: does the DCD student beat OMGD, the no-distillation baseline and its own teacher?
+
+For one task (a recipe), every method below trains under the same step budget and the same seeds, through
+the real ``dcdgan distill`` command (one run directory per (task, method, seed)):
+
+- ``teacher``: the teacher generator trained alone with the task's losses (method=none at the teacher's size);
+- ``none``:    the student trained alone with the task's losses (the no-distillation baseline);
+- ``omgd``:    the student distilled with the VGG style/feature losses;
+- ``dcd``:     omgd + the DCD loss;
+- ``dcd_gan``: dcd + a direct adversarial term on the student (``distill.student_gan_weight``).
+
+Model selection uses the validation split only (``best.ckpt``, chosen every ``budget / val_points`` steps);
+the selected generator is then scored once on the held-out TEST split: FID and KID (TF-2015 Inception) against
+the test targets, PSNR/SSIM when the data is paired, and for CycleGAN tasks also FID against the real
+train+test target images (the CycleGAN papers' protocol, labelled as such). The table gives mean +- std over
+seeds, with params, MACs and the training wall time of each run.
+
+Resumable: a finished run leaves ``result.json`` and is never redone; a run killed during training continues
+from its last checkpoint (``dcdgan distill --resume``); a trained but unscored run is only scored.
+
+    python benchmarks/quality.py quickstart --seeds 3 --budget 300
+    python benchmarks/quality.py horse2zebra_128 --seeds 1 --budget 400 data.root=data/horse2zebra-128 data.crop_size=64
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dcdgan.checkpoint import load_checkpoint
+from dcdgan.config import Config, apply_overrides, load_config
+from dcdgan.data import DataRoot
+from dcdgan.evaluate import batches, image_features, score_generator, size_of
+from dcdgan.metrics.fid import ReferenceStats, load_stats, save_stats
+from dcdgan.metrics.inception import load_inception
+from dcdgan.runs import best_checkpoint, generator_from_checkpoint, last_checkpoint
+
+METHODS = ("teacher", "none", "omgd", "dcd", "dcd_gan")
+
+
+def method_overrides(method: str, cfg: Config, gan_weight: float) -> list[str]:
+    """Config overrides that turn the task recipe into one benchmarked method."""
+    m = cfg.model
+    if method == "teacher":  # the task networks alone, at the teacher's size
+        return ["distill.method=none", f"model.student_netG={m.teacher_netG}", f"model.student_ngf={m.teacher_ngf}"]
+    if method == "dcd_gan":
+        return ["distill.method=dcd", f"distill.student_gan_weight={gan_weight}"]
+    return [f"distill.method={method}"]
+
+
+def budget_overrides(cfg: Config, budget: int, val_points: int, val_metric: str) -> list[str]:
+    """Same step budget for every method: enough epochs at a constant rate, cut at ``budget`` steps, validated val_points times."""
+    steps_per_epoch = math.ceil(len(DataRoot(cfg.data).train_dataset()) / cfg.train.batch_size)
+    every = max(1, budget // val_points)
+    metric = val_metric if val_metric != "auto" else ("l1" if cfg.data.mode == "paired" else "fid")
+    return [
+        f"train.nepochs={math.ceil(budget / steps_per_epoch)}",
+        "train.nepochs_decay=0",
+        f"train.max_steps={budget}",
+        f"eval.every={every}",
+        f"eval.metric={metric}",
+        "eval.max_images=0",
+        "eval.final=false",  # scored below, once, on the model chosen on validation
+        f"train.checkpoint_every={every}",
+        f"train.sample_every={budget}",
+        f"train.log_every={max(1, budget // 10)}",
+    ]
+
+
+def reference(cache: Path, data: DataRoot, splits: list[str], inception, batch_size: int) -> ReferenceStats:
+    """FID/KID statistics of the target images of ``splits`` at the evaluation size, cached in ``cache``."""
+    if cache.is_file():
+        return load_stats(cache)
+    feats = [image_features(inception, batches(data.eval_targets(s), batch_size), quiet_bar=True) for s in splits]
+    stats = ReferenceStats.from_features(np.concatenate(feats))
+    save_stats(cache, stats)
+    return stats
+
+
+class Bench:
+    """One task: its config, run folders, reference statistics and the runs' results."""
+
+    def __init__(self, args: argparse.Namespace):
+        self.args = args
+        self.cfg = load_config(args.task, args.overrides)
+        self.root = args.runs_dir / (args.name or args.task)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.data = DataRoot(self.cfg.data)
+        self._inception = None
+        self._refs: dict[str, ReferenceStats] = {}
+
+    def run_dir(self, method: str, seed: int) -> Path:
+        """Where one (method, seed) run lives: <runs-dir>/<task>/b<budget>/<method>/seed<N>."""
+        return self.root / f"b{self.args.budget}" / method / f"seed{seed}"
+
+    def overrides(self, method: str, seed: int) -> list[str]:
+        """Everything the run's command line sets on top of the recipe."""
+        a = self.args
+        return [*a.overrides, *budget_overrides(self.cfg, a.budget, a.val_points, a.val_metric),
+                *method_overrides(method, self.cfg, a.gan_weight), f"train.seed={seed}", "train.cpu=true"]
+
+    def train(self, method: str, seed: int) -> float:
+        """Train (or continue) one run with the real CLI; returns the wall seconds spent now."""
+        run = self.run_dir(method, seed)
+        if (run / "student.safetensors").is_file():
+            return 0.0
+        run.parent.mkdir(parents=True, exist_ok=True)
+        if last_checkpoint(run).is_file():
+            cmd = ["distill", "--resume", str(run)]
+        else:
+            cmd = ["distill", self.args.task, *self.overrides(method, seed), "--run-dir", str(run)]
+        env = dict(os.environ, OMP_NUM_THREADS=str(self.args.threads), MKL_NUM_THREADS=str(self.args.threads))
+        start = time.perf_counter()
+        with open(run.parent / f"seed{seed}.log", "a") as log:
+            log.write(f"$ dcdgan {' '.join(cmd)}\n")
+            log.flush()
+            done = subprocess.run([sys.executable, "-m", "dcdgan", *cmd, "--quiet"], env=env, stdout=log, stderr=subprocess.STDOUT)
+        if done.returncode != 0:
+            raise RuntimeError(f"{run}: dcdgan distill exited with {done.returncode}; see {run.parent / f'seed{seed}.log'}")
+        return time.perf_counter() - start
+
+    @property
+    def inception(self):
+        if self._inception is None:
+            self._inception = load_inception(self.cfg.eval.inception)
+        return self._inception
+
+    def ref(self, kind: str) -> ReferenceStats:
+        """test: the test split's targets; train+test: the real train and test targets (CycleGAN papers' protocol)."""
+        if kind not in self._refs:
+            c = self.cfg.data
+            splits = [c.test_split] if kind == "test" else [c.train_split, c.test_split]
+            name = f"fid_ref_{kind.replace('+', '_')}_{c.crop_size}px.npz"
+            self._refs[kind] = reference(self.root / name, self.data, splits, self.inception, self.cfg.eval.batch_size)
+        return self._refs[kind]
+
+    def score(self, method: str, seed: int) -> dict:
+        """Test scores of the generator chosen on validation (best.ckpt, else the last one)."""
+        run = self.run_dir(method, seed)
+        best = best_checkpoint(run)
+        state = load_checkpoint(best if best.is_file() else last_checkpoint(run))
+        gen = generator_from_checkpoint(state, "student")
+        c = self.cfg.data
+        test = self.data.eval_dataset(c.test_split) if c.mode == "paired" else self.data.eval_inputs(c.test_split)
+        start = time.perf_counter()
+        n = self.args.max_test
+        scores = score_generator(gen, test, torch.device("cpu"), self.cfg.eval.batch_size, n, self.inception, self.ref("test"), quiet_bar=True)
+        if self.cfg.task == "cyclegan":
+            train_test = score_generator(gen, test, torch.device("cpu"), self.cfg.eval.batch_size, n, self.inception, self.ref("train+test"), quiet_bar=True)
+            scores["fid_train_test"] = train_test["fid"]
+        selection = state.get("selection", {})
+        return {
+            "selected": "best on validation" if best.is_file() else "last (no validation metric)",
+            "selected_step": state["step"],
+            "val_metric": selection.get("metric"),
+            "val_score": selection.get("best_score"),
+            **scores,
+            **size_of(gen, c.input_nc, c.crop_size),
+            "eval_s": time.perf_counter() - start,
+        }
+
+    def result(self, method: str, seed: int) -> dict:
+        """The finished result of one run, training and scoring it first when needed."""
+        done = self.run_dir(method, seed) / "result.json"
+        if done.is_file():
+            return json.loads(done.read_text())
+        trained_s = self.train(method, seed)
+        previous = self.run_dir(method, seed) / "train_wall.json"
+        total = trained_s + (json.loads(previous.read_text())["train_s"] if previous.is_file() else 0.0)
+        previous.write_text(json.dumps({"train_s": total}))
+        out = {"task": self.args.task, "method": method, "seed": seed, "budget": self.args.budget, "train_s": total,
+               **self.score(method, seed)}
+        tmp = done.with_suffix(".tmp")
+        tmp.write_text(json.dumps(out, indent=2) + "\n")
+        tmp.replace(done)  # the done marker appears only complete
+        return out
+
+
+def mean_std(values: list[float], fmt: str) -> str:
+    """'mean +- std' (std over seeds, n-1), or the single value."""
+    values = [v for v in values if v is not None]
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return fmt.format(values[0])
+    return f"{fmt.format(statistics.mean(values))} ± {fmt.format(statistics.stdev(values))}"
+
+
+def table(results: list[dict], cyclegan: bool) -> str:
+    """Markdown: one row per method, mean +- std over its seeds."""
+    cols = [("FID", "fid", "{:.2f}", 1), ("KID x1e3", "kid_mean", "{:.2f}", 1e3)]
+    if any(r.get("psnr") is not None for r in results):
+        cols += [("PSNR", "psnr", "{:.2f}", 1), ("SSIM", "ssim", "{:.3f}", 1)]
+    if cyclegan:
+        cols.append(("FID vs train+test (papers' protocol)", "fid_train_test", "{:.2f}", 1))
+    head = ["method", "seeds", "params", "MACs (G)", *[c[0] for c in cols], "train wall (s)", "selected step(s)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for method in METHODS:
+        rows = [r for r in results if r["method"] == method]
+        if not rows:
+            continue
+        cells = [method, ",".join(str(r["seed"]) for r in rows), f"{rows[0]['params']:,}", f"{rows[0]['macs'] / 1e9:.4f}"]
+        cells += [mean_std([r.get(key) * scale if r.get(key) is not None else None for r in rows], fmt) for _, key, fmt, scale in cols]
+        cells += [mean_std([r["train_s"] for r in rows], "{:.0f}"), ",".join(str(r["selected_step"]) for r in rows)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def per_run(results: list[dict]) -> str:
+    """Markdown: every run on its own line."""
+    lines = ["| method | seed | FID | KID x1e3 | PSNR | FID train+test | val metric | val score | step | train (s) |", "|" + "---|" * 10]
+    fmt = lambda v, f="{:.2f}": "-" if v is None else f.format(v)  # noqa: E731
+    for r in sorted(results, key=lambda r: (METHODS.index(r["method"]), r["seed"])):
+        lines.append(f"| {r['method']} | {r['seed']} | {fmt(r.get('fid'))} | {fmt(r.get('kid_mean') and r['kid_mean'] * 1e3)} | "
+                     f"{fmt(r.get('psnr'))} | {fmt(r.get('fid_train_test'))} | {r['val_metric'] or '-'} | {fmt(r['val_score'], '{:.4g}')} | "
+                     f"{r['selected_step']} | {r['train_s']:.0f} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("task", help="a recipe name or YAML file (quickstart, quickstart_unpaired, horse2zebra_128, ...)")
+    parser.add_argument("--seeds", type=int, default=3, help="seeds 0 .. N-1")
+    parser.add_argument("--budget", type=int, required=True, help="training steps of every run")
+    parser.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated subset of {', '.join(METHODS)}")
+    parser.add_argument("--gan-weight", type=float, default=1.0, help="distill.student_gan_weight of the dcd_gan method")
+    parser.add_argument("--val-points", type=int, default=3, help="validations per run (model selection)")
+    parser.add_argument("--val-metric", default="auto", choices=("auto", "l1", "fid"), help="auto: l1 to the target when paired, fid when unpaired")
+    parser.add_argument("--max-test", type=int, default=0, help="score this many test inputs, spread over the split (0 = all; the reference always uses all)")
+    parser.add_argument("--runs-dir", type=Path, default=Path("bench-runs/quality"))
+    parser.add_argument("--name", default="", help="folder under --runs-dir (default: the task name)")
+    parser.add_argument("--jobs", type=int, default=1, help="runs trained at the same time")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
+    parser.add_argument("overrides", nargs="*", help="key=value applied to every run (e.g. data.root=..., data.crop_size=64)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    methods = [m for m in args.methods.split(",") if m]
+    unknown = set(methods) - set(METHODS)
+    if unknown:
+        parser.error(f"unknown methods {', '.join(sorted(unknown))}; choose from {', '.join(METHODS)}")
+    bench = Bench(args)
+    apply_overrides(bench.cfg, bench.overrides("dcd", 0))  # fail on a bad override before anything trains
+    units = [(m, s) for s in range(args.seeds) for m in methods]
+    started = time.time()
+    results: list[dict] = []
+    errors: list[str] = []
+
+    def work(unit: tuple[str, int]) -> None:
+        try:
+            r = bench.result(*unit)
+        except RuntimeError as err:
+            errors.append(str(err))
+            print(f"FAILED {unit}: {err}", flush=True)
+            return
+        results.append(r)
+        print(f"{r['method']} seed {r['seed']}: FID {r.get('fid', float('nan')):.2f}  trained {r['train_s']:.0f}s "
+              f"(step {r['selected_step']} chosen on validation)  [{time.time() - started:.0f}s]", flush=True)
+
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        list(pool.map(work, units))
+    cfg = bench.cfg
+    print(f"\n{args.task}: {cfg.task}, {cfg.data.crop_size}px, budget {args.budget} steps, seeds 0..{args.seeds - 1}, "
+          f"test split {cfg.data.test_split}; machine: {os.cpu_count()} CPUs, torch {torch.__version__}, {args.threads} thread(s) per run\n")
+    print(table(results, cfg.task == "cyclegan"))
+    print()
+    print(per_run(results))
+    if errors:
+        print(f"\n{len(errors)} run(s) failed:\n" + "\n".join(errors))
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
