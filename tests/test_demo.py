@@ -1,6 +1,8 @@
 """`dcdgan demo`: model loading and image handling, the /translate API through gradio_client against a real server,
 and a real browser (Playwright driving Debian's Chromium) uploading an image."""
 
+import base64
+import io
 import socket
 import sys
 from pathlib import Path
@@ -227,7 +229,7 @@ def test_server_binds_localhost_and_loads_nothing_from_outside(server):
 
 
 @pytest.mark.browser
-def test_browser_upload_shows_teacher_and_student(server, test_png, tmp_path):
+def test_browser_upload_sketch_and_api_page(server, test_png, tmp_path):
     if not CHROMIUM.is_file():
         pytest.skip(f"{CHROMIUM} not installed (apt-get install -y chromium)")
     from playwright.sync_api import sync_playwright
@@ -249,6 +251,24 @@ def test_browser_upload_shows_teacher_and_student(server, test_png, tmp_path):
             }
             stats = page.inner_text("#stats-student")
             page.screenshot(path=str(tmp_path / "demo.png"), full_page=True)
+            uploaded = page.get_attribute("#native img.native-input", "src")
+            # the sketch canvas: one stroke is translated without pressing anything
+            page.get_by_role("tab", name="Sketch").click()
+            canvas = page.locator("#sketch canvas").first.bounding_box()
+            x, y = canvas["x"] + canvas["width"] / 2, canvas["y"] + canvas["height"] / 2
+            page.mouse.move(x - 80, y + 40)
+            page.mouse.down()
+            for i in range(17):
+                page.mouse.move(x - 80 + 10 * i, y + 40 - 5 * i, steps=2)
+            page.mouse.up()
+            page.wait_for_function(
+                "old => { const e = document.querySelector('#native img.native-input'); return e && e.getAttribute('src') !== old; }",
+                arg=uploaded, timeout=60_000,
+            )
+            sketched = np.asarray(Image.open(io.BytesIO(base64.b64decode(page.get_attribute("#native img.native-input", "src").split(",", 1)[1]))))
+            # the API page documents /translate
+            page.get_by_text("Use via API").click()
+            page.wait_for_selector("text=Translate one image with the teacher and the student", timeout=30_000)
         finally:
             browser.close()
     assert sizes == {
@@ -260,5 +280,6 @@ def test_browser_upload_shows_teacher_and_student(server, test_png, tmp_path):
     }
     assert "params 0.011 M" in stats and "MACs" in stats and " ms on torch fp32" in stats
     assert Image.open(tmp_path / "demo.png").width == 1280
+    assert sketched.shape == (32, 32) and sketched.min() < 64 and np.median(sketched) == 255  # a dark stroke on white paper
     outside = [u for u in requests if u.split(":", 1)[0] in ("http", "https", "ws", "wss") and not u.startswith(server.local_url)]
     assert outside == []

@@ -210,6 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=7860, help="port (default 7860)")
     p.add_argument("--backend", default="torch", choices=("torch", "onnxruntime", "openvino"), help="inference backend (default torch)")
     p.set_defaults(func=cmd_demo)
+
     parser.add_argument("--debug", action="store_true", help="show the Python traceback of errors")
     for command in sub.choices.values():  # also accepted after the command; SUPPRESS keeps the top-level value
         command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show the Python traceback of errors")

@@ -414,13 +414,14 @@ def build_app(models: DemoModels):
             api_button = gr.Button("translate")
 
         outputs = [*views, teacher_stats, student_stats, native]
-        upload.change(on_upload, upload, outputs, api_visibility="private", trigger_mode="always_last")
+        one_at_a_time = {"concurrency_id": "translate", "concurrency_limit": 1}  # latencies are not measured under contention
+        upload.change(on_upload, upload, outputs, api_visibility="private", trigger_mode="always_last", **one_at_a_time)
         if tests:
-            gallery.select(on_pick, None, outputs, api_visibility="private")
+            gallery.select(on_pick, None, outputs, api_visibility="private", **one_at_a_time)
         if sketch is not None:
             # Gradio 6's Sketchpad reports each finished stroke as .input (its .change does not fire for drawing)
-            pad.input(on_sketch, pad, outputs, api_visibility="private", trigger_mode="always_last", show_progress="hidden")
-        api_button.click(translate, api_in, [api_teacher, api_student, api_timings], api_name="translate", api_description=TRANSLATE_DOC)
+            pad.input(on_sketch, pad, outputs, api_visibility="private", trigger_mode="always_last", show_progress="hidden", **one_at_a_time)
+        api_button.click(translate, api_in, [api_teacher, api_student, api_timings], api_name="translate", api_description=TRANSLATE_DOC, **one_at_a_time)
     return app
 
 
@@ -430,7 +431,6 @@ def serve(sources: list[str | Path], host: str = "127.0.0.1", port: int = 7860, 
     models = DemoModels.load(sources, backend)
     models.warm_up()
     app = build_app(models)
-    app.queue(default_concurrency_limit=1)  # one translation at a time: latencies are not measured under contention
     try:
         app.launch(
             server_name=host, server_port=port, theme=theme(gr), css=CSS, ssr_mode=False, share=False, inbrowser=False, quiet=True,
