@@ -8,6 +8,7 @@ analytics off, system fonts, no CDN. The API endpoint ``/translate`` gives the s
 import base64
 import html
 import io
+import json
 import os
 import re
 import time
@@ -67,8 +68,6 @@ def run_dir_of(model: Path) -> Path | None:
 
 def image_size_hint(model: Path) -> int | None:
     """The training resolution a generator file records in its .json description, if any."""
-    import json
-
     side = model.with_suffix(".json")
     try:
         return int(json.loads(side.read_text())["image_size"]) if side.is_file() else None
