@@ -60,9 +60,10 @@ VARIANTS: dict[str, list[str]] = {
     "pixel": ["distill.method=omgd", "perceptual.weights=none", "distill.lambda_style=0", "distill.lambda_feat=0"],
     "dcd_pixel": ["distill.method=dcd", "perceptual.weights=none", "distill.lambda_style=0", "distill.lambda_feat=0"],
     "dcd_fs0.1": ["distill.method=dcd", "perceptual.feature_scale=0.000392"],
+    "dcd_pix": ["distill.method=dcd"],  # VGG + DCD + 10 x L1 to the teacher output (PIXEL_WEIGHT)
 }
 # variants whose weight-free pixel term is explicit (perceptual.weights=none disables VGG and the stand-in)
-PIXEL_WEIGHT = {"pixel": 10.0, "dcd_pixel": 10.0}
+PIXEL_WEIGHT = {"pixel": 10.0, "dcd_pixel": 10.0, "dcd_pix": 10.0}
 
 
 def term_grad_norms(t: Training, real_a, teacher_out, teacher_feats) -> dict[str, float]:

@@ -61,9 +61,11 @@ def method_overrides(method: str, cfg: Config, gan_weight: float) -> list[str]:
 
 def budget_overrides(cfg: Config, budget: int, val_points: int, val_metric: str) -> list[str]:
     """Same step budget for every method: enough epochs at a constant rate, cut at ``budget`` steps, validated val_points times."""
+    metric = val_metric if val_metric != "auto" else ("l1" if cfg.data.mode == "paired" else "fid")
+    if budget == 0:  # the recipe's own schedule (the paper's, for the full-size recipes)
+        return [f"eval.metric={metric}", "eval.final=false"]
     steps_per_epoch = math.ceil(len(DataRoot(cfg.data).train_dataset()) / cfg.train.batch_size)
     every = max(1, budget // val_points)
-    metric = val_metric if val_metric != "auto" else ("l1" if cfg.data.mode == "paired" else "fid")
     return [
         f"train.nepochs={math.ceil(budget / steps_per_epoch)}",
         "train.nepochs_decay=0",
@@ -170,11 +172,13 @@ class Bench:
             "eval_s": time.perf_counter() - start,
         }
 
-    def result(self, method: str, seed: int) -> dict:
-        """The finished result of one run, training and scoring it first when needed."""
+    def result(self, method: str, seed: int) -> dict | None:
+        """The finished result of one run, training and scoring it first when needed (None: another process has it)."""
         done = self.run_dir(method, seed) / "result.json"
         if done.is_file():
             return json.loads(done.read_text())
+        if not claim(self.run_dir(method, seed)):
+            return None
         trained_s = self.train(method, seed)
         previous = self.run_dir(method, seed) / "train_wall.json"
         total = trained_s + (json.loads(previous.read_text())["train_s"] if previous.is_file() else 0.0)
@@ -185,6 +189,24 @@ class Bench:
         tmp.write_text(json.dumps(out, indent=2) + "\n")
         tmp.replace(done)  # the done marker appears only complete
         return out
+
+
+def claim(run: Path) -> bool:
+    """Take a run for this process (several benchmark processes may share a folder); a dead owner's claim expires."""
+    run.parent.mkdir(parents=True, exist_ok=True)
+    lock = run.parent / f"{run.name}.lock"
+    try:
+        fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        try:
+            os.kill(int(lock.read_text() or 0), 0)
+            return False  # its owner is alive
+        except (ProcessLookupError, ValueError):
+            lock.write_text(str(os.getpid()))
+            return True
+    os.write(fd, str(os.getpid()).encode())
+    os.close(fd)
+    return True
 
 
 def mean_std(values: list[float], fmt: str) -> str:
@@ -232,7 +254,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("task", help="a recipe name or YAML file (quickstart, quickstart_unpaired, horse2zebra_128, ...)")
     parser.add_argument("--seeds", type=int, default=3, help="seeds 0 .. N-1")
-    parser.add_argument("--budget", type=int, required=True, help="training steps of every run")
+    parser.add_argument("--budget", type=int, required=True, help="training steps of every run (0 = the recipe's full schedule)")
     parser.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated subset of {', '.join(METHODS)}")
     parser.add_argument("--gan-weight", type=float, default=1.0, help="distill.student_gan_weight of the dcd_gan method")
     parser.add_argument("--val-points", type=int, default=3, help="validations per run (model selection)")
@@ -255,6 +277,7 @@ def main() -> None:
     started = time.time()
     results: list[dict] = []
     errors: list[str] = []
+    busy: list[tuple[str, int]] = []
 
     def work(unit: tuple[str, int]) -> None:
         try:
@@ -262,6 +285,10 @@ def main() -> None:
         except RuntimeError as err:
             errors.append(str(err))
             print(f"FAILED {unit}: {err}", flush=True)
+            return
+        if r is None:
+            busy.append(unit)
+            print(f"{unit[0]} seed {unit[1]}: another benchmark process is running it; not in this table", flush=True)
             return
         results.append(r)
         print(f"{r['method']} seed {r['seed']}: FID {r.get('fid', float('nan')):.2f}  trained {r['train_s']:.0f}s "

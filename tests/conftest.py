@@ -8,6 +8,12 @@ from pathlib import Path
 import pytest
 import torch
 
+# One intra-op thread per test process (and per `python -m dcdgan` a test starts, via the environment): on a
+# small shared CPU, torch's OpenMP threads spin against each other and against other processes, which made
+# tiny ops (an 8x8 instance norm) up to 1000x slower; single-threaded, the suite's time stays predictable.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_VGG = REPO.parent / "shared" / "weights" / "vgg16_imagenet_caffe_features.safetensors"
 
@@ -24,6 +30,12 @@ def _deterministic(monkeypatch):
     monkeypatch.setenv("TQDM_DISABLE", "1")
 
 
+@pytest.fixture(autouse=True)
+def _own_scan_cache(tmp_path, monkeypatch):
+    """Dataset-scan results go to the test's folder, never to the user's ~/.cache."""
+    monkeypatch.setenv("DCDGAN_CACHE_DIR", str(tmp_path / "scan-cache"))
+
+
 @pytest.fixture
 def offline(monkeypatch):
     """No VGG/Inception env overrides and no downloads: what a fresh offline machine sees."""
@@ -37,3 +49,102 @@ def offline(monkeypatch):
         raise OSError("offline (test)")
 
     monkeypatch.setattr(perceptual, "_torchvision_download", no_download)
+
+
+# ---------------------------------------------------------------- small real files for end-to-end checks
+
+TINY_RUN = [  # narrow networks, no VGG, no final evaluation, a log line every step
+    "model.teacher_ngf=8",
+    "model.student_ngf=4",
+    "model.ndf=8",
+    "perceptual.weights=none",
+    "eval.final=false",
+    "train.log_every=1",
+    "train.sample_every=0",
+    "train.checkpoint_every=0",
+    "eval.max_images=8",
+]
+
+
+class TinyFeatures(torch.nn.Module):
+    """A 4-d stand-in for the FID Inception (TorchScript, like the real file) so FID plumbing runs in seconds."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 5, stride=4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.conv(x)).mean((2, 3))
+
+
+@pytest.fixture(scope="session")
+def tiny_inception(tmp_path_factory) -> Path:
+    """TorchScript file of ``TinyFeatures`` with fixed weights."""
+    path = tmp_path_factory.mktemp("inception") / "tiny_inception.pt"
+    torch.manual_seed(123)
+    torch.jit.script(TinyFeatures()).save(str(path))
+    return path
+
+
+def gray(seed: int, size: int = 32):
+    """A seeded grayscale image with some structure (a gradient plus noise)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:size, 0:size]
+    base = (x * rng.uniform(2, 8) + y * rng.uniform(2, 8)) % 256
+    return np.clip(base + rng.normal(0, 30, (size, size)), 0, 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="session")
+def folder_data(tmp_path_factory) -> dict[str, Path]:
+    """Two tiny 32x32 grayscale datasets on disk: paired ({train,val,test}/A|B/) and unpaired ({split}A/, {split}B/)."""
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("data")
+    sizes = {"train": 8, "val": 10, "test": 10}
+    for split, n in sizes.items():
+        for i in range(n):
+            seed = sum(map(ord, split)) * 1000 + i
+            a, b = gray(seed), 255 - gray(seed + 500_000)
+            for folder, img in ((root / "paired" / split / "A", a), (root / "paired" / split / "B", b),
+                                (root / "unpaired" / f"{split}A", a), (root / "unpaired" / f"{split}B", b)):
+                folder.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(img, "L").save(folder / f"{i:03d}.png")
+    return {"paired": root / "paired", "unpaired": root / "unpaired"}
+
+
+def read_images(folder: Path) -> torch.Tensor:
+    """Every PNG of a folder as a (N, 1, H, W) float tensor in [-1, 1], read with PIL alone."""
+    import numpy as np
+    from PIL import Image
+
+    arrays = [np.asarray(Image.open(p).convert("L"), dtype=np.float32) for p in sorted(folder.glob("*.png"))]
+    return torch.from_numpy(np.stack(arrays))[:, None] / 255 * 2 - 1
+
+
+def tiny_features(inception_file: Path, images: torch.Tensor):
+    """FID features the pytorch-fid way, by hand: quantise to uint8, /255, gray to RGB, bilinear 299, 2x - 1."""
+    net = torch.jit.load(str(inception_file)).eval()
+    q = ((images.clamp(-1, 1) + 1) * 127.5 + 0.5).floor()  # the uint8 levels a saved PNG would hold
+    x = (q / 255).repeat(1, 3, 1, 1)
+    x = torch.nn.functional.interpolate(x, size=(299, 299), mode="bilinear", align_corners=False) * 2 - 1
+    with torch.no_grad():
+        return net(x).double().numpy()
+
+
+def fid_by_pytorch_fid(features_a, features_b) -> float:
+    """FID of two feature sets with pytorch-fid's own statistics formula (unbiased np.cov) and distance."""
+    import numpy as np
+    from pytorch_fid.fid_score import calculate_frechet_distance
+
+    stats = [(f.mean(axis=0), np.cov(f, rowvar=False)) for f in (features_a, features_b)]
+    return float(calculate_frechet_distance(stats[0][0], stats[0][1], stats[1][0], stats[1][1]))
+
+
+@pytest.fixture(scope="session")
+def tiny_run_dir(tmp_path_factory):
+    """One tiny 2-step quickstart run (student ngf 4, teacher ngf 8) shared by the deployment tests."""
+    from deploy_run import tiny_run
+
+    return tiny_run(tmp_path_factory.mktemp("deploy"))

@@ -59,11 +59,6 @@ def distill_args(tmp: Path, *extra: str) -> list[str]:
     return ["distill", "quickstart", *TINY, "train.max_steps=1", *extra, "--run-dir", str(tmp / "run"), "--quiet"]
 
 
-@pytest.fixture(autouse=True)
-def _own_scan_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("DCDGAN_CACHE_DIR", str(tmp_path / "scan-cache"))
-
-
 # ---------------------------------------------------------------- builders of the table's cases (tmp -> argv)
 
 

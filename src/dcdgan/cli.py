@@ -11,6 +11,7 @@ from pathlib import Path
 
 from dcdgan.errors import UserError
 
+EXPORTED_SUFFIXES = (".onnx", ".xml", ".pt2")
 DESCRIPTION = "dcdgan: compress pix2pix/CycleGAN generators with Discriminator-Cooperated Distillation (DCD, CVPR 2023)."
 
 
@@ -74,8 +75,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
         if set(parsed) != {"data"}:
             raise UserError(f"--set {item}: only data.* keys can change for evaluation")
         data_overrides.update(parsed["data"])
+    run, exported = args.run, args.model
+    if Path(run).suffix in EXPORTED_SUFFIXES:  # ``dcdgan eval student.onnx``: the run is the folder it sits in
+        from dcdgan.backends import run_dir_of
+
+        exported, run = run, run_dir_of(Path(run).resolve())
+        if run is None:
+            raise UserError(f"{args.run}: not inside a run directory; use dcdgan eval RUN --model {args.run}")
     metrics = evaluate_run(
-        args.run,
+        run,
         split=args.split,
         ref=args.ref,
         ref_dir=args.ref_dir,
@@ -87,6 +95,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         max_images=args.max_images,
         batch_size=args.batch_size,
         quiet=args.json,
+        exported=exported,
     )
     write_report(metrics["run"])
     print(json.dumps(metrics, indent=2) if args.json else format_table(metrics))
@@ -128,6 +137,35 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from dcdgan.export import export_model
+
+    result = export_model(args.model, args.format, args.out, args.precision, "teacher" if args.teacher else "student", quiet=args.json)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    return 0
+
+
+def cmd_translate(args: argparse.Namespace) -> int:
+    from dcdgan.backends import load_runner
+    from dcdgan.translate import translate_files
+
+    runner = load_runner(args.model, args.backend, args.precision, "teacher" if args.teacher else "student", args.device, args.threads)
+    result = translate_files(runner, args.input, args.output, args.batch_size, quiet=args.quiet)
+    skipped = f"; skipped {len(result.skipped)} unreadable file(s)" if result.skipped else ""
+    print(f"translated {len(result.written)} image(s) into {args.output} ({runner.backend}, {runner.precision}){skipped}")
+    return 0 if result.written else 1
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from dcdgan.metrics.latency import BenchSettings, bench, format_bench
+
+    settings = BenchSettings(args.backend, args.precision, args.device, args.size, args.batch, args.threads, args.runs, args.warmup, args.input_nc)
+    result = bench(args.model, settings, args.vs, "teacher" if args.teacher else "student")
+    print(json.dumps(result, indent=2) if args.json else format_bench(result))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     from dcdgan.config import recipe_names
@@ -160,7 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="FID/KID, PSNR/SSIM, params and MACs of a run's teacher and students -> metrics.json", description=(
         "Evaluate the teacher and the last and best-on-validation students of a run on a split. FID uses the "
         "TF-2015 Inception (pytorch-fid convention); the reference is --ref, --ref-dir, or the split's target images."))
-    p.add_argument("run", help="run directory or checkpoint file")
+    p.add_argument("run", help="run directory or checkpoint file (or an exported .onnx/.xml/.pt2 inside a run directory)")
+    p.add_argument("--model", help="score this exported model (.onnx, OpenVINO .xml, .pt2) on the run's split, beside the run's last student")
     p.add_argument("--split", default="test", help="split to evaluate (default: test)")
     ref = p.add_mutually_exclusive_group()
     ref.add_argument("--ref", help="reference statistics .npz (mu, sigma[, features for KID])")
@@ -200,6 +239,55 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-nc", type=int, default=3)
     p.add_argument("--json", action="store_true", help='print {"params": ..., "macs": ...}')
     p.set_defaults(func=cmd_profile)
+
+    from dcdgan.backends import BACKENDS, PRECISIONS
+    from dcdgan.export import FORMATS
+
+    p = sub.add_parser("export", help="export a student (or teacher) to ONNX, OpenVINO IR or torch.export, checked against PyTorch", description=(
+        "Export with dynamic batch/height/width. A parity check against PyTorch on random input and the run's images prints the "
+        "max abs difference and fails over 1e-4 (fp32). Lower precisions (OpenVINO) print PSNR against fp32 on validation images; "
+        "int8 is NNCF post-training quantization calibrated on the run's training images."))
+    p.add_argument("model", help="run directory, checkpoint, or generator .safetensors")
+    p.add_argument("--format", required=True, choices=FORMATS)
+    p.add_argument("--out", required=True, help="output file (.onnx, .xml (+ .bin), .pt2)")
+    p.add_argument("--precision", default="fp32", choices=PRECISIONS, help="fp32 (all formats); fp16, bf16, int8 (openvino)")
+    p.add_argument("--teacher", action="store_true", help="export the run's teacher instead of its student")
+    p.add_argument("--json", action="store_true", help="print the result (parity, PSNR) as JSON")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("translate", help="translate an image or a folder tree with a model on any backend", description=(
+        "Translate INPUT (an image, or a folder searched recursively) into OUTPUT, keeping file names. Any image size works "
+        "(reflection padding to the net's stride multiple, then cropped back); grayscale and RGBA images are converted. "
+        "Unreadable files are skipped with a warning; the exit code is 1 only when nothing was translated."))
+    p.add_argument("model", help="run directory, checkpoint, .safetensors, .onnx, OpenVINO .xml or .pt2")
+    p.add_argument("input", help="image file or folder")
+    p.add_argument("output", help="output folder (or file, for one input image)")
+    p.add_argument("--backend", default="torch", choices=BACKENDS, help="default torch (.onnx files: onnxruntime; .xml: openvino)")
+    p.add_argument("--precision", default="fp32", choices=PRECISIONS)
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    p.add_argument("--threads", type=int, help="CPU threads")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--teacher", action="store_true", help="use a run's teacher")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_translate)
+
+    p = sub.add_parser("bench", help="latency of a model on a backend (median, p90); --vs times two models alternately", description=(
+        "Warm up, then time repeated runs. MODEL_OR_NETG is a model (as translate reads) or an architecture name[:ngf] with "
+        "random weights, e.g. resnet_9blocks or mobile_resnet_9blocks:16. The backend runs at exactly the requested precision."))
+    p.add_argument("model", metavar="MODEL_OR_NETG")
+    p.add_argument("--vs", metavar="OTHER", help="a second model, timed alternately in this process; adds speedup and mac_ratio")
+    p.add_argument("--backend", default="torch", choices=BACKENDS)
+    p.add_argument("--precision", default="fp32", choices=PRECISIONS)
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    p.add_argument("--size", type=int, default=256, help="input height and width (default 256)")
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--threads", type=int, help="CPU threads (default: the library's own choice)")
+    p.add_argument("--runs", type=int, default=50, help="timed runs per model (default 50)")
+    p.add_argument("--warmup", type=int, default=5, help="untimed runs first (default 5)")
+    p.add_argument("--input-nc", type=int, default=3, help="channels of architecture names (default 3)")
+    p.add_argument("--teacher", action="store_true", help="use a run's teacher")
+    p.add_argument("--json", action="store_true", help="print median_ms, p90_ms, ... as JSON")
+    p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("demo", help="teacher and student side by side in the browser, with latency (Gradio)", description=(
         "Serve a Gradio app comparing a run's teacher and student on uploaded pictures, the run's test images or a live "

@@ -8,6 +8,7 @@ every run directory, so a run can always be reproduced and resumed from its own 
 from __future__ import annotations
 
 import dataclasses
+import types
 import typing
 from dataclasses import dataclass, field
 from importlib import resources
@@ -56,16 +57,18 @@ class ModelConfig:
     teacher_ngf: int = opt(64, "teacher generator width")
     student_netG: str = opt("mobile_resnet_9blocks", "student generator architecture", ("resnet_9blocks", "mobile_resnet_9blocks", "unet_256", "unet_128"))
     student_ngf: int = opt(16, "student generator width")
-    dropout: float = opt(0.0, "generator dropout (resnet blocks)")
-    norm: str = opt("instance", "generator normalisation", ("instance", "batch"))
+    teacher_norm: str | None = opt(None, "teacher generator normalisation; auto = its architecture's public default (resnet, mobile_resnet: instance; unet: batch)", ("instance", "batch"))
+    teacher_dropout: float | None = opt(None, "teacher generator dropout; auto = its architecture's public default (resnet, mobile_resnet: 0; unet: 0.5)")
+    student_norm: str | None = opt(None, "student generator normalisation; auto = as teacher_norm, for the student's architecture", ("instance", "batch"))
+    student_dropout: float | None = opt(None, "student generator dropout; auto = as teacher_dropout, for the student's architecture")
     teacher_weights: str = opt("", "pretrained-teacher mode: a teacher A->B state dict (.pth as saved by pix2pix/CycleGAN, or .safetensors); it stays frozen and the discriminator trains from scratch")
-    ndf: int = opt(64, "discriminator width")
+    ndf: int | None = opt(None, "discriminator width; auto = the task's (CycleGAN 64, pix2pix 128 as in the DCD pix2pix scripts)")
     n_layers_D: int = opt(3, "discriminator stride-2 layers")
 
 
 @dataclass
 class LossConfig:
-    gan_mode: str = opt("hinge", "GAN objective of the task (CycleGAN: lsgan, pix2pix reference: hinge)", ("lsgan", "vanilla", "hinge"))
+    gan_mode: str | None = opt(None, "GAN objective; auto = the task's (CycleGAN lsgan, pix2pix hinge as in the DCD pix2pix scripts)", ("lsgan", "vanilla", "hinge"))
     lambda_recon: float = opt(100.0, "pix2pix L1 weight |G(a) - b|")
     lambda_cycle: float = opt(10.0, "CycleGAN cycle-consistency weight")
     lambda_identity: float = opt(0.5, "CycleGAN identity weight, relative to lambda_cycle")
@@ -79,7 +82,7 @@ class DistillConfig:
     n_dis: int = opt(1, "interleaved: teacher/discriminator update every n_dis steps; burst: student epochs per teacher epoch")
     burst_every: int = opt(10, "burst: teacher epochs between student bursts (reference save_epoch_freq)")
     teacher_snapshot: str = opt("best", "burst: student learns from the best-on-validation teacher so far, or the latest", ("best", "latest"))
-    lambda_dcd: float = opt(1.0, "weight of the DCD loss (spec: 0.1 CycleGAN, 1 pix2pix)")
+    lambda_dcd: float | None = opt(None, "weight of the DCD loss; auto = the task's (spec: CycleGAN 0.1, pix2pix 1)")
     lambda_style: float = opt(1e4, "weight of the VGG Gram (style) loss")
     lambda_feat: float = opt(10.0, "weight of the VGG relu2_2 feature loss")
     student_gan_weight: float = opt(0.0, "direct adversarial loss on the student through the frozen discriminator (reference: 0)")
@@ -145,6 +148,55 @@ class Config:
     run: RunConfig = field(default_factory=RunConfig)
 
 
+# ---------------------------------------------------------------- defaults that follow the task or the architecture
+
+
+@dataclass(frozen=True)
+class TaskDefaults:
+    """What a task's reference scripts use (DCD-official scripts/cycle_gan/* and scripts/resnet_pix2pix/*)."""
+
+    gan_mode: str
+    lambda_dcd: float
+    ndf: int
+
+
+TASK_DEFAULTS: dict[str, TaskDefaults] = {
+    "cyclegan": TaskDefaults(gan_mode="lsgan", lambda_dcd=0.1, ndf=64),
+    "pix2pix": TaskDefaults(gan_mode="hinge", lambda_dcd=1.0, ndf=128),
+}
+
+
+def resolve_defaults(cfg: Config) -> list[str]:
+    """Fill every field left unset (None, written ``auto``) from the task or the generator's architecture; returns the keys filled.
+
+    The one place these defaults are decided. The filled values are ordinary values afterwards, so config.yaml,
+    checkpoints and ``--print-config`` show what the run uses, and a resumed run cannot change its mind.
+    """
+    from dcdgan.nets.generators import PUBLIC_DEFAULTS
+
+    task = TASK_DEFAULTS[cfg.task]
+    m = cfg.model
+    teacher, student = PUBLIC_DEFAULTS[m.teacher_netG], PUBLIC_DEFAULTS[m.student_netG]
+    current = {
+        "loss.gan_mode": cfg.loss.gan_mode,
+        "distill.lambda_dcd": cfg.distill.lambda_dcd,
+        "model.ndf": m.ndf,
+        "model.teacher_norm": m.teacher_norm,
+        "model.teacher_dropout": m.teacher_dropout,
+        "model.student_norm": m.student_norm,
+        "model.student_dropout": m.student_dropout,
+    }
+    filled = [key for key, value in current.items() if value is None]
+    cfg.loss.gan_mode = task.gan_mode if cfg.loss.gan_mode is None else cfg.loss.gan_mode
+    cfg.distill.lambda_dcd = task.lambda_dcd if cfg.distill.lambda_dcd is None else cfg.distill.lambda_dcd
+    m.ndf = task.ndf if m.ndf is None else m.ndf
+    m.teacher_norm = teacher.norm if m.teacher_norm is None else m.teacher_norm
+    m.teacher_dropout = teacher.dropout if m.teacher_dropout is None else m.teacher_dropout
+    m.student_norm = student.norm if m.student_norm is None else m.student_norm
+    m.student_dropout = student.dropout if m.student_dropout is None else m.student_dropout
+    return filled
+
+
 # ---------------------------------------------------------------- reading and writing
 
 
@@ -165,8 +217,25 @@ def valid_keys(cfg: Config | None = None) -> list[str]:
     return keys
 
 
+AUTO = "auto"  # how an unset (None) field is written on the command line; YAML may also say null
+
+
+def _optional_inner(kind: Any) -> Any:
+    """``X`` for a field typed ``X | None``, else None."""
+    if typing.get_origin(kind) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(kind) if a is not type(None)]
+        if len(args) == 1 and len(typing.get_args(kind)) == 2:
+            return args[0]
+    return None
+
+
 def _coerce(value: Any, kind: Any, key: str) -> Any:
     """Check/convert a YAML or command-line value to the field's type, or raise a one-line UserError."""
+    inner = _optional_inner(kind)
+    if inner is not None:  # None = auto: resolved from the task or architecture by resolve_defaults
+        if value is None or (isinstance(value, str) and value.strip().lower() in (AUTO, "null", "~", "")):
+            return None
+        return _coerce(value, inner, key)
     bad = UserError(f"{key}: expected {getattr(kind, '__name__', kind)}, got {value!r}")
     if kind is bool:
         if isinstance(value, bool):
@@ -220,7 +289,7 @@ def _apply(target: Any, values: dict, prefix: str, cfg: Config) -> None:
             continue
         coerced = _coerce(value, hints[key], dotted)
         choices = fields[key].metadata.get("choices", ())
-        if choices and coerced not in choices:
+        if choices and coerced is not None and coerced not in choices:
             raise UserError(f"{dotted}: {coerced!r} is not one of {', '.join(map(str, choices))}")
         setattr(target, key, coerced)
 
@@ -262,9 +331,10 @@ def parse_override(item: str) -> dict:
 
 
 def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
-    """Apply ``section.key=value`` strings in order, then validate."""
+    """Apply ``section.key=value`` strings in order, resolve what is left unset, then validate."""
     for item in overrides:
         _apply(cfg, parse_override(item), "", cfg)
+    resolve_defaults(cfg)
     validate(cfg)
     return cfg
 
@@ -281,6 +351,7 @@ def config_from_dict(values: dict) -> Config:
     """Rebuild a Config from its ``to_dict`` form (as stored in checkpoints and config.yaml)."""
     cfg = Config()
     _apply(cfg, values, "", cfg)
+    resolve_defaults(cfg)
     validate(cfg)
     return cfg
 
@@ -308,7 +379,8 @@ def help_text() -> str:
         for name, sub in _fields(value).items():
             choices = sub.metadata.get("choices")
             extra = f" [{' | '.join(choices)}]" if choices else ""
-            lines.append(f"{section}.{name} = {getattr(value, name)!r}{extra}\n    {sub.metadata['help']}")
+            shown = AUTO if getattr(value, name) is None else repr(getattr(value, name))
+            lines.append(f"{section}.{name} = {shown}{extra}\n    {sub.metadata['help']}")
     return "\n".join(lines)
 
 

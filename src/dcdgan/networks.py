@@ -7,6 +7,7 @@ student's size and trains them alone: that generator is then the student (the ba
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, fields
 
 import torch
@@ -51,13 +52,13 @@ def teacher_spec(cfg: Config) -> GeneratorSpec:
     m, d = cfg.model, cfg.data
     if cfg.distill.method == "none":
         return student_spec(cfg)
-    return GeneratorSpec(m.teacher_netG, m.teacher_ngf, d.input_nc, d.output_nc, m.dropout, m.norm)
+    return GeneratorSpec(m.teacher_netG, m.teacher_ngf, d.input_nc, d.output_nc, m.teacher_dropout, m.teacher_norm)
 
 
 def student_spec(cfg: Config) -> GeneratorSpec:
     """Architecture of the student generator."""
     m, d = cfg.model, cfg.data
-    return GeneratorSpec(m.student_netG, m.student_ngf, d.input_nc, d.output_nc, m.dropout, m.norm)
+    return GeneratorSpec(m.student_netG, m.student_ngf, d.input_nc, d.output_nc, m.student_dropout, m.student_norm)
 
 
 def disc_channels(cfg: Config) -> int:
@@ -90,7 +91,7 @@ def build_networks(cfg: Config) -> Networks:
         load_weights_into(gen_ab, m.teacher_weights)
         gen_ab.eval().requires_grad_(False)
     elif cfg.task == "cyclegan":
-        ba = GeneratorSpec(teacher_spec(cfg).netG, teacher_spec(cfg).ngf, d.output_nc, d.input_nc, m.dropout, m.norm)
+        ba = dataclasses.replace(teacher_spec(cfg), input_nc=d.output_nc, output_nc=d.input_nc)
         nets.gen_ba = build_generator(ba)
     if cfg.task == "cyclegan" and not pretrained_teacher(cfg):
         nets.disc_a = build_discriminator(d.input_nc, m.ndf, m.n_layers_D)

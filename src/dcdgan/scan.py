@@ -143,8 +143,8 @@ class ScanCache:
             pass
 
 
-def verify_files(paths: list[Path], cache: ScanCache, quiet: bool = False) -> tuple[dict[Path, ImageInfo], int]:
-    """Results for every path (cached ones reused, the rest decoded in parallel); returns (results, number decoded)."""
+def verify_files(paths: list[Path], cache: ScanCache, quiet: bool = False, workers: int = 0) -> tuple[dict[Path, ImageInfo], int]:
+    """Results for every path (cached ones reused, the rest decoded by ``workers`` threads, 0 = 2 per core); returns (results, number decoded)."""
     results: dict[Path, ImageInfo] = {}
     todo: list[tuple[Path, os.stat_result]] = []
     for path in paths:
@@ -157,7 +157,7 @@ def verify_files(paths: list[Path], cache: ScanCache, quiet: bool = False) -> tu
     if not todo:
         return results, 0
     # Pillow's decoders release the GIL, so threads decode in parallel without the start-up cost of processes
-    workers = min(16, 2 * (os.cpu_count() or 1), len(todo))
+    workers = min(workers or min(16, 2 * (os.cpu_count() or 1)), len(todo))
     with _pillow_for_scan() as limit, ThreadPoolExecutor(workers) as pool:
         bar = tqdm(total=len(todo), desc="checking images", unit="img", leave=False, disable=True if quiet or len(todo) < PROGRESS_FROM else None)
         for (path, stat), info in zip(todo, pool.map(lambda p: inspect_image(p, limit), [p for p, _ in todo])):
@@ -289,7 +289,7 @@ def _size_problems(cfg: DataConfig, kind: str, path: Path, info: ImageInfo, repo
         report.warnings.append(Problem(str(path), f"{shown} is smaller than data.crop_size={cfg.crop_size}; upscaled by data.preprocess={cfg.preprocess}"))
 
 
-def scan_data(cfg: DataConfig, splits: list[str], quiet: bool = False, use_cache: bool = True) -> ScanReport:
+def scan_data(cfg: DataConfig, splits: list[str], quiet: bool = False, use_cache: bool = True, workers: int = 0) -> ScanReport:
     """Check every image of ``splits``; returns the report (raises nothing for bad data)."""
     started = time.perf_counter()
     report = ScanReport(cfg.root)
@@ -318,7 +318,7 @@ def scan_data(cfg: DataConfig, splits: list[str], quiet: bool = False, use_cache
                 report.fatal.append(Problem(str(folder), f"no images ({', '.join(IMAGE_EXTENSIONS)})"))
     cache = ScanCache.for_root(root) if use_cache else ScanCache(None)
     every = sorted({p for paths in listed.values() for p in paths})
-    infos, report.decoded = verify_files(every, cache, quiet)
+    infos, report.decoded = verify_files(every, cache, quiet, workers)
     cache.save()
     report.images = len(every)
 
@@ -435,15 +435,17 @@ def check_before_training(cfg: Config, run_dir: Path, quiet: bool = False) -> fr
     """The scan ``dcdgan distill`` runs before building networks: prints the report, raises UserError on
     problems, or (``data.on_bad_image=skip``) writes the skipped files to the run and returns them for exclusion."""
     check_writable(run_dir)
-    report = scan_data(cfg.data, splits_to_scan(cfg), quiet)
+    main_process = os.environ.get("RANK", "0") == "0"  # under accelerate launch every process scans (cached), one reports
+    report = scan_data(cfg.data, splits_to_scan(cfg), quiet or not main_process)
     if report.root.startswith("builtin:"):
         return frozenset()
-    for line in report_lines(report, cfg.data.on_bad_image):
-        tqdm.write(line)
+    if main_process:
+        for line in report_lines(report, cfg.data.on_bad_image):
+            tqdm.write(line)
     error = failure(report, cfg.data.on_bad_image)
     if error is not None:
         raise error
-    if report.bad:
+    if report.bad and main_process:
         path = Path(run_dir) / SKIP_LIST
         atomic_write(path, lambda tmp: tmp.write_text("".join(f"{p.where}\t{p.what}\n" for p in report.bad + report.partners)))
         partners = f" and {plural(len(report.partners), 'pair partner')}" if report.partners else ""

@@ -193,20 +193,43 @@ class GeneratorSpec:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class PublicDefaults:
+    """Normalisation and dropout an architecture is trained with in its public code (used when a spec leaves them None)."""
+
+    norm: str
+    dropout: float
+
+
+# ResNet (CycleGAN) and mobile ResNet (GAN Compression): InstanceNorm, no dropout. U-Net: pix2pix's train options,
+# --norm batch and dropout on (``no_dropout`` False), i.e. BatchNorm and Dropout(0.5) in the inner levels.
+PUBLIC_DEFAULTS: dict[str, PublicDefaults] = {
+    "resnet_9blocks": PublicDefaults("instance", 0.0),
+    "mobile_resnet_9blocks": PublicDefaults("instance", 0.0),
+    "unet_256": PublicDefaults("batch", 0.5),
+    "unet_128": PublicDefaults("batch", 0.5),
+}
+
+
+def _norm_and_dropout(spec: GeneratorSpec) -> tuple[str, float]:
+    default = PUBLIC_DEFAULTS[spec.netG]
+    return spec.norm or default.norm, default.dropout if spec.dropout is None else spec.dropout
+
+
 def _resnet(spec: GeneratorSpec) -> nn.Module:
-    return ResnetGenerator(spec.input_nc, spec.output_nc, spec.ngf, dropout=spec.dropout or 0.0, norm=spec.norm or "instance")
+    norm, dropout = _norm_and_dropout(spec)
+    return ResnetGenerator(spec.input_nc, spec.output_nc, spec.ngf, dropout=dropout, norm=norm)
 
 
 def _mobile_resnet(spec: GeneratorSpec) -> nn.Module:
-    return ResnetGenerator(
-        spec.input_nc, spec.output_nc, spec.ngf, dropout=spec.dropout or 0.0, norm=spec.norm or "instance", mobile=True
-    )
+    norm, dropout = _norm_and_dropout(spec)
+    return ResnetGenerator(spec.input_nc, spec.output_nc, spec.ngf, dropout=dropout, norm=norm, mobile=True)
 
 
 def _unet(num_downs: int) -> Callable[[GeneratorSpec], nn.Module]:
     def build(spec: GeneratorSpec) -> nn.Module:
-        dropout = 0.5 if spec.dropout is None else spec.dropout  # pix2pix trains its U-Net with dropout
-        return UnetGenerator(spec.input_nc, spec.output_nc, num_downs, spec.ngf, norm=spec.norm or "batch", dropout=dropout)
+        norm, dropout = _norm_and_dropout(spec)
+        return UnetGenerator(spec.input_nc, spec.output_nc, num_downs, spec.ngf, norm=norm, dropout=dropout)
 
     return build
 

@@ -1,0 +1,261 @@
+"""Export a generator to ONNX, OpenVINO IR or a torch.export program, with a parity check and lower precisions.
+
+Every export has dynamic batch, height and width (H and W in steps of the net's stride multiple), carries the
+generator's spec in its metadata (so translate/bench know channels, params and MACs), and is checked against
+PyTorch on random input and on real images of the run: the max abs difference is printed and an fp32 export
+that differs by more than 1e-4 fails. Lower precisions print their cost: PSNR of their outputs against fp32
+on the validation images (disjoint from the training images int8 calibrates on).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from dcdgan.backends import TorchSource, load_runner, load_torch_source, require, size_multiple_of
+from dcdgan.checkpoint import atomic_write
+from dcdgan.errors import UserError
+from dcdgan.nets.generators import GeneratorSpec
+from dcdgan.weights import FORMAT
+
+FORMATS = ("onnx", "openvino", "pt2")
+SUFFIXES = {"onnx": ".onnx", "openvino": ".xml", "pt2": ".pt2"}
+FORMAT_PRECISIONS = {"onnx": ("fp32",), "openvino": ("fp32", "fp16", "bf16", "int8"), "pt2": ("fp32",)}
+RUNNER_BACKEND = {"onnx": "onnxruntime", "openvino": "openvino", "pt2": "torch"}
+PARITY_TOLERANCE = 1e-4
+CALIBRATION_IMAGES = 300  # NNCF's default subset size
+
+
+def description_json(spec: GeneratorSpec, precision: str = "fp32") -> str:
+    """What an export carries about itself: the dcdgan generator description plus its precision."""
+    return json.dumps({"format": FORMAT, "spec": spec.to_dict(), "precision": precision})
+
+
+def _example_and_dims(spec: GeneratorSpec) -> tuple[torch.Tensor, dict]:
+    """An example batch and dynamic shapes: batch free, H and W any multiple of the stride (at least 2 steps)."""
+    m = size_multiple_of(spec)
+    steps = 16 if m == 4 else 2  # a U-Net example of 2 steps (512px); ResNets 64px
+    Dim = torch.export.Dim
+    dims = {0: Dim("batch", min=1, max=4096), 2: m * Dim("h_steps", min=2, max=4096), 3: m * Dim("w_steps", min=2, max=4096)}
+    return torch.randn(2, spec.input_nc, m * steps, m * steps), {"x": dims}
+
+
+def torch_program(net: nn.Module, spec: GeneratorSpec) -> torch.export.ExportedProgram:
+    """torch.export of the generator in eval mode, with dynamic batch/H/W."""
+    example, dims = _example_and_dims(spec)
+    try:
+        return torch.export.export(net.eval(), (example,), dynamic_shapes=dims)
+    except Exception as err:  # the exporter's messages are long; keep the first line
+        raise UserError(f"torch.export failed for {spec.netG}: {str(err).splitlines()[0][:200]}") from None
+
+
+def onnx_model_bytes(net: nn.Module, spec: GeneratorSpec, precision: str = "fp32") -> bytes:
+    """The generator as a serialized ONNX model (opset 18, dynamic batch/H/W, input 'input', output 'output')."""
+    onnx = require("onnx")
+    require("onnxscript")  # torch's exporter builds the graph with it
+    example, dims = _example_and_dims(spec)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):  # the exporter prints its progress; keep --json output clean
+            program = torch.onnx.export(
+                net.eval(), (example,), dynamo=True, dynamic_shapes=dims, input_names=["input"], output_names=["output"], verbose=False
+            )
+    except Exception as err:
+        raise UserError(f"ONNX export failed for {spec.netG}: {str(err).splitlines()[0][:200]}") from None
+    proto = program.model_proto
+    onnx.helper.set_model_props(proto, {"dcdgan": description_json(spec, precision)})
+    return proto.SerializeToString()
+
+
+def openvino_model(onnx_bytes: bytes, spec: GeneratorSpec, precision: str = "fp32"):
+    """An OpenVINO model converted from the ONNX graph, carrying the dcdgan description in its rt_info."""
+    ov = require("openvino")
+    with tempfile.TemporaryDirectory() as tmp:
+        file = Path(tmp) / "model.onnx"
+        file.write_bytes(onnx_bytes)
+        model = ov.convert_model(str(file))
+    model.set_rt_info(description_json(spec, precision), ["dcdgan"])
+    return model
+
+
+# ---------------------------------------------------------------- the run's images
+
+
+@dataclass
+class RunImages:
+    """Inputs of a run's data for calibration (train) and for measuring precision cost and parity (val)."""
+
+    train: list[np.ndarray]
+    val: list[np.ndarray]
+
+
+def run_images(src: TorchSource, max_images: int = CALIBRATION_IMAGES) -> RunImages | None:
+    """Unaugmented train and val inputs (1,C,H,W float32 each) of the run a model belongs to; None without a run."""
+    if src.run_dir is None:
+        return None
+    from dcdgan.config import load_config
+    from dcdgan.data import DataRoot
+
+    cfg = load_config(str(src.run_dir / "config.yaml"))
+    data = DataRoot(cfg.data)
+
+    def first(split: str) -> list[np.ndarray]:
+        dataset = data.eval_inputs(split)
+        return [dataset[i]["A"].unsqueeze(0).numpy() for i in range(min(max_images, len(dataset)))]
+
+    return RunImages(train=first(cfg.data.train_split), val=first(cfg.data.val_split))
+
+
+def quantize_int8(ov_model, src: TorchSource, quiet: bool = False):
+    """NNCF post-training int8 quantization of an OpenVINO model, calibrated on the run's training images."""
+    nncf = require("nncf")
+    images = run_images(src)
+    if images is None:
+        raise UserError(f"{src.path}: int8 calibrates on the run's training images; pass the run directory (or a file inside it)")
+    dataset = nncf.Dataset(images.train)
+    if not quiet:
+        print(f"int8: NNCF calibration on {len(images.train)} training images of {src.run_dir}")
+    return nncf.quantize(ov_model, dataset, subset_size=len(images.train))
+
+
+# ---------------------------------------------------------------- checks
+
+
+def parity_inputs(spec: GeneratorSpec, sizes: tuple[int, ...], seed: int = 0) -> list[np.ndarray]:
+    """Random batches of 2 at each size (square, and one with W one step wider, so H != W is covered)."""
+    m = size_multiple_of(spec)
+    rng = np.random.default_rng(seed)
+    shapes = [(s, s) for s in sizes] + [(sizes[0], sizes[0] + m)]
+    return [rng.uniform(-1, 1, (2, spec.input_nc, h, w)).astype(np.float32) for h, w in shapes]
+
+
+@torch.no_grad()
+def torch_outputs(net: nn.Module, inputs: list[np.ndarray]) -> list[np.ndarray]:
+    """PyTorch fp32 outputs of ``net`` for each input batch."""
+    net.eval()
+    return [net(torch.from_numpy(x)).numpy() for x in inputs]
+
+
+def max_abs_difference(runner, inputs: list[np.ndarray], expected: list[np.ndarray]) -> float:
+    """Largest |runner(x) - expected| over all inputs."""
+    return max(float(np.abs(runner(x) - y).max()) for x, y in zip(inputs, expected))
+
+
+def psnr_against(runner, inputs: list[np.ndarray], reference: list[np.ndarray]) -> float:
+    """Mean per-image PSNR (dB, uint8 images) of the runner's outputs against reference outputs."""
+    from dcdgan.metrics.paired import psnr_ssim, to_uint8
+
+    values = []
+    for x, y in zip(inputs, reference):
+        values.append(psnr_ssim(to_uint8(torch.from_numpy(runner(x))), to_uint8(torch.from_numpy(y)))[0])
+    return float(torch.cat(values).clamp(max=100).mean())  # identical images (inf dB) count as 100 dB
+
+
+# ---------------------------------------------------------------- writing
+
+
+def _write_onnx(onnx_bytes: bytes, out: Path) -> None:
+    atomic_write(out, lambda tmp: tmp.write_bytes(onnx_bytes))
+
+
+def _write_openvino(model, out: Path, precision: str) -> None:
+    """model.xml + model.bin, written to a temporary folder first and then moved into place."""
+    ov = require("openvino")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.stem}."))
+    try:
+        ov.save_model(model, str(tmp / out.name), compress_to_fp16=precision == "fp16")  # default would store fp16 weights
+        os.replace(tmp / out.with_suffix(".bin").name, out.with_suffix(".bin"))
+        os.replace(tmp / out.name, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _write_pt2(program, spec: GeneratorSpec, out: Path) -> None:
+    atomic_write(out, lambda tmp: torch.export.save(program, str(tmp), extra_files={"dcdgan.json": description_json(spec)}))
+
+
+def export_model(
+    model: str | Path, fmt: str, out: str | Path, precision: str = "fp32", which: str = "student", sizes: tuple[int, ...] = (), quiet: bool = False
+) -> dict:
+    """Export, check against PyTorch, write ``out``; returns {'out', 'max_abs_diff', 'psnr_vs_fp32' (lower precisions)}."""
+    if fmt not in FORMATS:
+        raise UserError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    if precision not in FORMAT_PRECISIONS[fmt]:
+        raise UserError(f"--format {fmt} exports {', '.join(FORMAT_PRECISIONS[fmt])}; for {precision} use --format openvino")
+    out = Path(out)
+    if out.suffix != SUFFIXES[fmt]:
+        raise UserError(f"{out}: a {fmt} export must end in {SUFFIXES[fmt]}")
+    say = (lambda *a: None) if quiet else print
+    src = load_torch_source(model, which)
+    spec, net = src.spec, src.net.eval()
+    images = run_images(src)
+    if not sizes:
+        base = next((x.shape[-1] for x in images.val), 64) if images else 64
+        m = size_multiple_of(spec)
+        sizes = (max(m, -(-base // m) * m), max(m, -(-base // m) * m) + 2 * m)
+    random_inputs = parity_inputs(spec, sizes)
+    real_inputs = images.val[:16] if images else []
+    if images is None:
+        say(f"note: {src.path} is not inside a run directory; parity is checked on random input only")
+
+    # The fp32 graph: exported, written to a temporary file, checked against PyTorch.
+    with tempfile.TemporaryDirectory() as tmp:
+        fp32_file = Path(tmp) / f"model{SUFFIXES[fmt]}"
+        if fmt == "pt2":
+            program = torch_program(net, spec)
+            _write_pt2(program, spec, fp32_file)
+        else:
+            onnx_bytes = onnx_model_bytes(net, spec)
+            if fmt == "onnx":
+                _write_onnx(onnx_bytes, fp32_file)
+            else:
+                _write_openvino(openvino_model(onnx_bytes, spec), fp32_file, "fp32")
+        fp32 = load_runner(fp32_file, backend=RUNNER_BACKEND[fmt], precision="fp32")
+        result = {"out": str(out), "format": fmt, "precision": precision, "source": str(src.path)}
+        for label, inputs in (("random", random_inputs), ("real", real_inputs)):
+            if not inputs:
+                continue
+            diff = max_abs_difference(fp32, inputs, torch_outputs(net, inputs))
+            shapes = ", ".join(sorted({f"{x.shape[2]}x{x.shape[3]}" for x in inputs}))
+            say(f"parity fp32 {fmt} vs PyTorch, {label} input ({len(inputs)} batches, {shapes}): max abs diff {diff:.2e}")
+            result[f"max_abs_diff_{label}"] = diff
+            if diff > PARITY_TOLERANCE:
+                raise UserError(f"{out}: {fmt} export differs from PyTorch by {diff:.2e} on {label} input (> {PARITY_TOLERANCE:g}); not written")
+        result["max_abs_diff"] = max(v for k, v in result.items() if k.startswith("max_abs_diff_"))
+        if precision == "fp32":
+            _move_export(fp32_file, out)
+            say(f"wrote {out}")
+            return result
+
+        # Lower precision (OpenVINO): the cost is PSNR against the fp32 outputs on validation images.
+        model_lp = openvino_model(onnx_bytes, spec, precision)
+        if precision == "int8":
+            model_lp = quantize_int8(model_lp, src, quiet=quiet)
+        _write_openvino(model_lp, out, precision)
+    low = load_runner(out, backend="openvino", precision=precision)
+    check = real_inputs if real_inputs else random_inputs
+    reference = [fp32_outputs for fp32_outputs in torch_outputs(net, check)]
+    result["psnr_vs_fp32"] = psnr_against(low, check, reference)
+    result["max_abs_diff_vs_fp32"] = max_abs_difference(low, check, reference)
+    on = f"{len(check)} validation images" if real_inputs else f"{len(check)} random batches (no run data)"
+    say(f"{precision} cost: PSNR {result['psnr_vs_fp32']:.2f} dB against fp32 on {on} (max abs diff {result['max_abs_diff_vs_fp32']:.3f})")
+    say(f"wrote {out} (+ {out.with_suffix('.bin').name})")
+    return result
+
+
+def _move_export(file: Path, out: Path) -> None:
+    """Move a checked export (and an OpenVINO .bin beside it) from the temporary folder to ``out``."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if file.suffix == ".xml":
+        shutil.move(str(file.with_suffix(".bin")), out.with_suffix(".bin"))
+    shutil.move(str(file), out)

@@ -1,0 +1,103 @@
+"""FID from features to the numbers a run reports: statistics, the default reference, validation and `dcdgan eval`.
+
+Expected values are recomputed here with PIL, plain torch and pytorch-fid's own formulas, from the image files.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import TINY_RUN, fid_by_pytorch_fid, read_images, tiny_features
+
+from dcdgan.checkpoint import load_checkpoint
+from dcdgan.cli import main
+from dcdgan.metrics.fid import ReferenceStats, frechet_distance, load_stats
+from dcdgan.weights import load_generator
+
+
+def test_statistics_use_the_unbiased_covariance():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(5, 3)) @ rng.normal(size=(3, 3))
+    stats = ReferenceStats.from_features(x)
+    centred = x - x.mean(axis=0)
+    assert np.allclose(stats.mu, x.mean(axis=0))
+    assert np.allclose(stats.sigma, centred.T @ centred / (len(x) - 1), rtol=1e-12)  # pytorch-fid: np.cov, ddof 1
+    assert not np.allclose(stats.sigma, centred.T @ centred / len(x), rtol=1e-3)
+    assert stats.features.shape == (5, 3) and ReferenceStats.from_features(x, keep_features=False).features is None
+
+
+def test_frechet_distance_equals_pytorch_fid():
+    from pytorch_fid.fid_score import calculate_frechet_distance
+
+    rng = np.random.default_rng(1)
+    a, b = rng.normal(size=(40, 6)), rng.normal(size=(40, 6)) * 1.3 + 0.2
+    sa, sb = ReferenceStats.from_features(a), ReferenceStats.from_features(b)
+    expected = calculate_frechet_distance(sa.mu, sa.sigma, sb.mu, sb.sigma)
+    assert frechet_distance(sa.mu, sa.sigma, sb.mu, sb.sigma) == pytest.approx(expected, rel=1e-9)
+    assert fid_by_pytorch_fid(a, b) == pytest.approx(expected, rel=1e-9)
+    # singular covariances (fewer images than dimensions) take pytorch-fid's eps path and still agree
+    c, d = rng.normal(size=(4, 6)), rng.normal(size=(4, 6)) + 1
+    sc, sd = ReferenceStats.from_features(c), ReferenceStats.from_features(d)
+    singular = calculate_frechet_distance(sc.mu, sc.sigma, sd.mu, sd.sigma)
+    assert frechet_distance(sc.mu, sc.sigma, sd.mu, sd.sigma) == pytest.approx(singular, rel=1e-6)
+
+
+@pytest.fixture(scope="module")
+def fid_run(tmp_path_factory, folder_data, tiny_inception) -> Path:
+    """2 steps of paired DCD on the folder data, selected by validation FID (10 val images, 4-d 'Inception')."""
+    run = tmp_path_factory.mktemp("fid") / "run"
+    args = ["distill", "quickstart", *TINY_RUN, f"data.root={folder_data['paired']}", "train.batch_size=4", "train.max_steps=2",
+            "eval.metric=fid", f"eval.inception={tiny_inception}", "--run-dir", str(run), "--quiet"]
+    assert main(args) == 0
+    return run
+
+
+def translate(generator_file: Path, images: torch.Tensor) -> torch.Tensor:
+    gen, _ = load_generator(generator_file)
+    with torch.no_grad():
+        return gen.eval()(images)
+
+
+def test_validation_fid_is_the_fid_of_the_student_against_the_val_targets(fid_run, folder_data, tiny_inception):
+    val = folder_data["paired"] / "val"
+    targets = tiny_features(tiny_inception, read_images(val / "B"))
+    inputs = tiny_features(tiny_inception, read_images(val / "A"))
+    # the default reference: the val split's targets (not its inputs), cached in the run directory
+    ref = load_stats(fid_run / "fid_ref_val.npz")
+    assert np.allclose(ref.mu, targets.mean(axis=0), atol=1e-6)
+    assert np.allclose(ref.sigma, np.cov(targets, rowvar=False), atol=1e-6)
+    assert not np.allclose(ref.mu, inputs.mean(axis=0), atol=1e-3)
+
+    fake = tiny_features(tiny_inception, translate(fid_run / "student.safetensors", read_images(val / "A")))
+    expected = fid_by_pytorch_fid(fake, targets)
+    records = [json.loads(line) for line in (fid_run / "metrics.jsonl").read_text().splitlines()]
+    scores = [r for r in records if "val/fid" in r]
+    assert [r["step"] for r in scores] == [2]
+    assert scores[0]["val/fid"] == pytest.approx(expected, rel=1e-4)
+    state = load_checkpoint(fid_run / "checkpoints" / "best.ckpt")
+    assert state["step"] == 2
+    assert state["selection"]["metric"] == "fid" and state["selection"]["best_score"] == pytest.approx(expected, rel=1e-4)
+
+
+def test_eval_cli_fid_values_against_the_test_targets(fid_run, folder_data, tiny_inception, capsys):
+    assert main(["eval", str(fid_run), "--inception", str(tiny_inception), "--json"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    test = folder_data["paired"] / "test"
+    targets = tiny_features(tiny_inception, read_images(test / "B"))
+    ref = load_stats(fid_run / "fid_ref_test.npz")  # default reference: the test split's targets
+    assert np.allclose(ref.mu, targets.mean(axis=0), atol=1e-6) and ref.features.shape == (10, 4)
+    assert metrics["reference"] == "test targets" and metrics["n_images"] == 10
+    a = read_images(test / "A")
+    for name, file in (("student_last", "student.safetensors"), ("teacher", "teacher.safetensors")):
+        out = translate(fid_run / file, a)
+        model = metrics["models"][name]
+        assert model["fid"] == pytest.approx(fid_by_pytorch_fid(tiny_features(tiny_inception, out), targets), rel=1e-4), name
+        # PSNR on uint8 levels, per image, then averaged (torchmetrics/pix2pix convention)
+        q = lambda x: ((x.clamp(-1, 1) + 1) * 127.5 + 0.5).floor()  # noqa: E731
+        mse = ((q(out) - q(read_images(test / "B"))) ** 2).mean((1, 2, 3))
+        assert model["psnr"] == pytest.approx((10 * torch.log10(255**2 / mse)).mean().item(), rel=1e-4), name
+    assert metrics["models"]["student_last"]["fid"] != pytest.approx(metrics["models"]["teacher"]["fid"], rel=1e-3)

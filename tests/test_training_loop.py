@@ -1,0 +1,98 @@
+"""The training loop through `dcdgan distill`: update frequency, learning rates in the optimizers, resume inside a
+student burst, pretrained teachers (CycleGAN, and a BatchNorm U-Net that must stay in eval mode)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import TINY_RUN
+
+from dcdgan.checkpoint import load_checkpoint
+from dcdgan.cli import main
+from dcdgan.nets import GeneratorSpec, build_generator
+
+
+def distill(run_dir: Path, recipe: str, *overrides: str) -> Path:
+    assert main(["distill", recipe, *TINY_RUN, *overrides, "--run-dir", str(run_dir), "--quiet"]) == 0
+    return run_dir
+
+
+def train_records(run_dir: Path) -> list[dict]:
+    lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [r for r in lines if "phase" in r]
+
+
+def test_n_dis_updates_the_task_networks_every_n_steps(tmp_path, offline):
+    run = distill(tmp_path / "run", "quickstart", "distill.n_dis=2", "train.max_steps=4")
+    keys = [set(r) - {"step", "phase", "epoch", "lr"} for r in train_records(run)]
+    task = {"D", "G_gan", "G_L1"}
+    assert [task <= k for k in keys] == [True, False, True, False]  # steps 1 and 3 (counters 0 and 2)
+    assert keys[1] == keys[3] == {"S_dcd"}  # the student learns every step (perceptual.weights=none: DCD alone)
+    assert all("S_dcd" in k for k in keys)
+
+
+def test_learning_rate_schedule_reaches_every_optimizer(tmp_path, offline):
+    # 8 pairs, batch 4: 2 steps per epoch; 1 constant epoch then 1 decay epoch at 1 - 1/2 = 0.5 of the lr
+    run = distill(tmp_path / "run", "quickstart", "train.nepochs=1", "train.nepochs_decay=1", "data.max_train_images=8",
+                  "train.batch_size=4", "train.lr=0.001", "train.max_steps=3")
+    optimizers = load_checkpoint(run / "checkpoints" / "last.ckpt")["optimizers"]
+    assert set(optimizers) == {"disc", "gen", "student"}
+    for name, state in optimizers.items():
+        assert [g["lr"] for g in state["param_groups"]] == [pytest.approx(0.0005)] * len(state["param_groups"]), name
+    assert [r["lr"] for r in train_records(run)] == pytest.approx([0.001, 0.001, 0.0005])
+
+
+def test_learning_rate_of_the_first_epoch_is_the_configured_one(tmp_path, offline):
+    run = distill(tmp_path / "run", "quickstart", "train.nepochs=1", "train.nepochs_decay=1", "data.max_train_images=8",
+                  "train.batch_size=4", "train.lr=0.001", "train.max_steps=2")
+    for name, state in load_checkpoint(run / "checkpoints" / "last.ckpt")["optimizers"].items():
+        assert state["param_groups"][0]["lr"] == pytest.approx(0.001), name
+
+
+def test_resume_inside_a_student_burst_is_exact(tmp_path, offline):
+    # teacher 3 steps, then the snapshot is taken and the student trains 3 steps against it; stop after step 4
+    burst = ["distill.schedule=burst", "distill.burst_every=1", "data.max_train_images=6", "train.batch_size=2"]
+    straight = distill(tmp_path / "straight", "quickstart_unpaired", *burst, "train.max_steps=6")
+    first = distill(tmp_path / "resumed", "quickstart_unpaired", *burst, "train.max_steps=4")
+    assert [r["phase"] for r in train_records(first)] == ["task"] * 3 + ["student"]
+    assert main(["distill", "--resume", str(first), "train.max_steps=6", "--quiet"]) == 0
+    assert train_records(first) == train_records(straight)
+    a, b = (load_checkpoint(r / "checkpoints" / "last.ckpt") for r in (straight, first))
+    for net, state in a["networks"].items():
+        assert all(torch.equal(v, b["networks"][net][k]) for k, v in state.items()), net
+
+
+def test_pretrained_cyclegan_teacher(tmp_path, offline):
+    source = distill(tmp_path / "source", "quickstart_unpaired", "train.max_steps=1")
+    run = distill(tmp_path / "run", "quickstart_unpaired", "train.max_steps=2", f"model.teacher_weights={source / 'teacher.safetensors'}")
+    state = load_checkpoint(run / "checkpoints" / "last.ckpt")
+    assert set(state["networks"]) == {"gen_ab", "disc_b", "student", "projector"}
+    assert set(state["optimizers"]) == {"disc", "student"}
+    teacher = load_checkpoint(source / "checkpoints" / "last.ckpt")["networks"]["gen_ab"]
+    assert all(torch.equal(v, state["networks"]["gen_ab"][k]) for k, v in teacher.items())
+    assert [set(r) - {"step", "phase", "epoch", "lr"} for r in train_records(run)] == [{"D_B", "S_dcd"}] * 2
+
+
+def test_pretrained_batchnorm_unet_teacher_stays_in_eval_mode(tmp_path, offline):
+    torch.manual_seed(5)
+    unet = build_generator(GeneratorSpec("unet_128", 8, 1, 1, dropout=0.0, norm="batch"))  # teacher_ngf=8 in TINY_RUN
+    with torch.no_grad():  # running statistics a train-mode forward would visibly move
+        for module in unet.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.5, 0.5)
+                module.running_var.uniform_(0.5, 2.0)
+    weights = tmp_path / "unet_G.pth"  # a pix2pix-style .pth state dict
+    torch.save(unet.state_dict(), weights)
+    # the 128x128 U-Net's 32x32 block output pairs with the student's 32x32 resnet taps
+    run = distill(tmp_path / "run", "quickstart", "model.teacher_netG=unet_128", "model.norm=batch", f"model.teacher_weights={weights}",
+                  "data.load_size=128", "data.crop_size=128", "data.max_train_images=4", "train.batch_size=2", "train.max_steps=2",
+                  "distill.teacher_taps=[model.model.1.model.3]", "distill.student_taps=[model.9]", "eval.max_images=2")
+    saved = load_checkpoint(run / "checkpoints" / "last.ckpt")["networks"]["gen_ab"]
+    expected = unet.state_dict()
+    assert set(saved) == set(expected)
+    changed = [k for k, v in expected.items() if not torch.equal(v, saved[k])]
+    assert changed == []  # weights, running statistics and num_batches_tracked untouched
+    assert {"S_dcd", "D"} <= set(train_records(run)[0]) and "G_L1" not in train_records(run)[0]
