@@ -155,6 +155,10 @@ def test_model_arguments(tiny_run, tmp_path):
             (bare / f"{which}{suffix}").write_bytes((tiny_run / f"{which}{suffix}").read_bytes())
     alone = DemoModels.load([bare / "teacher.safetensors", bare / "student.safetensors"])
     assert alone.run_dir is None and alone.fmt.size_for(70, 50) == (32, 32)  # the image_size of the .json
+    (bare / "config.yaml").write_text("model:\n  no_such_key: 1\n")  # a config this dcdgan cannot read
+    old = DemoModels.load([bare / "teacher.safetensors", bare / "student.safetensors"])
+    assert old.run_dir == bare and old.cfg is None and old.fmt.size_for(70, 50) == (32, 32)
+    assert len(old.notes) == 1 and old.notes[0].startswith(f"{bare / 'config.yaml'} not used (unknown config key 'model.no_such_key'")
 
 
 def test_input_format_converts_channels_and_size():
@@ -182,6 +186,18 @@ def test_translate_equals_the_generators_and_times_them(tiny_run, test_png):
     assert (t["backend"], t["precision"], t["height"], t["width"]) == ("torch", "fp32", 32, 32)
     assert t["teacher_ms"] > 0 and t["student_ms"] > 0
     assert models.macs("student", 32, 32) == models.student.macs(32, 32) > 0
+
+
+def test_onnxruntime_backend_gives_the_torch_images(tiny_run, test_png):
+    image = Image.open(test_png)
+    on_torch = DemoModels.load([tiny_run], "torch").translate(image)
+    models = DemoModels.load([tiny_run], "onnxruntime")
+    on_ort = models.translate(image)
+    assert (models.teacher.backend, models.student.backend, on_ort.timings["backend"]) == ("onnxruntime",) * 3
+    assert models.student.params == 11_089 and models.macs("student", 32, 32) == 1_599_488  # dcdgan profile ... --ngf 4
+    for role in ("teacher", "student"):  # float differences of 1e-5 may move a rounding by one gray level, no more
+        diff = np.abs(np.asarray(getattr(on_ort, role), np.int16) - np.asarray(getattr(on_torch, role), np.int16))
+        assert diff.max() <= 1 and diff.mean() < 0.01
 
 
 def test_sketch_canvas_only_for_line_drawings():

@@ -11,6 +11,7 @@ import io
 import json
 import os
 import re
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -186,6 +187,7 @@ class DemoModels:
     run_dir: Path | None
     cfg: Config | None
     fmt: InputFormat
+    notes: list[str] = field(default_factory=list)  # what could not be used, shown on the page
     macs_cache: dict = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -208,7 +210,12 @@ class DemoModels:
                 f"{student.input_nc} -> {student.output_nc}; they cannot be compared"
             )
         run_dir = run_dir_of(student_source) or run_dir_of(teacher_source)
-        cfg = load_config(str(run_dir / "config.yaml")) if run_dir is not None and (run_dir / "config.yaml").is_file() else None
+        cfg, notes = None, []
+        if run_dir is not None and (run_dir / "config.yaml").is_file():
+            try:
+                cfg = load_config(str(run_dir / "config.yaml"))
+            except UserError as err:  # e.g. a run from an older dcdgan: the models still load from their own files
+                notes.append(f"{run_dir / 'config.yaml'} not used ({str(err)[:160]}); no test images, inputs resized to the models' recorded size")
         multiple = max(teacher.size_multiple, student.size_multiple)
         if cfg is not None:
             c = cfg.data
@@ -216,7 +223,7 @@ class DemoModels:
         else:
             size = image_size_hint(Path(student.source)) or image_size_hint(Path(teacher.source))
             fmt = InputFormat(teacher.input_nc, multiple, "resize_and_crop", size, size) if size else InputFormat(teacher.input_nc, multiple)
-        return cls(teacher, student, run_dir, cfg, fmt)
+        return cls(teacher, student, run_dir, cfg, fmt, notes)
 
     @property
     def name(self) -> str:
@@ -391,8 +398,8 @@ def build_app(models: DemoModels):
                             value={"background": Image.new("RGB", (w * scale, h * scale), (sketch.paper,) * 3), "layers": [], "composite": None},
                             layers=False, elem_id="sketch",
                         )
-            if note:
-                gr.Markdown(note)
+            for line in models.notes + ([note] if note else []):
+                gr.Markdown(line)
             with gr.Row(equal_height=True):
                 views = [
                     gr.Image(label=label, interactive=False, format="png", elem_id=f"view-{label}", elem_classes=["pixelated"], buttons=["download"])
@@ -437,6 +444,8 @@ def serve(sources: list[str | Path], host: str = "127.0.0.1", port: int = 7860, 
         )
     except OSError as err:
         raise UserError(f"cannot serve on {host}:{port} ({err}); choose another --port") from None
+    for line in models.notes:
+        print(f"dcdgan demo: note: {line}", file=sys.stderr)
     print(f"dcdgan demo: {models.name} ({models.student.backend}) on {app.local_url}  (API: /translate; Ctrl-C stops)", flush=True)
     if block:
         try:
