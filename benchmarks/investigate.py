@@ -17,7 +17,7 @@ import argparse
 import copy
 import json
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -30,14 +30,16 @@ from torch.utils.data import DataLoader, Subset
 from dcdgan.config import apply_overrides, load_config
 from dcdgan.data import DataRoot, EpochSampler
 from dcdgan.distill import make_optimizer, setup_perceptual, trainable
-from dcdgan.evaluate import batches, eval_mode
+from dcdgan.evaluate import batches
 from dcdgan.losses import dcd_loss, feature_loss, gan_loss_g, style_loss
 from dcdgan.metrics.fid import ReferenceStats, frechet_distance, kernel_inception_distance
 from dcdgan.metrics.inception import load_inception
 from dcdgan.metrics.paired import psnr_ssim, to_uint8
-from dcdgan.networks import Networks, build_networks, dcd_taps, uses_dcd
+from dcdgan.assembly import Networks, build_networks, dcd_taps, uses_dcd
+from dcdgan.config import Config
+from dcdgan.modes import eval_mode, frozen
 from dcdgan.pool import ImagePool
-from dcdgan.steps import Training, conditional, frozen, generate, student_update, task_step, task_update
+from dcdgan.steps import Optimizers, StudentObjective, TaskObjective, Updater, generate, student_update, task_step, task_update
 from dcdgan.taps import capture
 
 # name -> overrides on top of the recipe (method none trains the task networks at the student's size, alone)
@@ -66,7 +68,30 @@ VARIANTS: dict[str, list[str]] = {
 PIXEL_WEIGHT = {"pixel": 10.0, "dcd_pixel": 10.0, "dcd_pix": 10.0}
 
 
-def term_grad_norms(t: Training, real_a, teacher_out, teacher_feats) -> dict[str, float]:
+@dataclass
+class Learner:
+    """One variant (or the shared teacher): its config and what its steps take."""
+
+    cfg: Config
+    nets: Networks
+    opts: Optimizers
+    task: TaskObjective | None
+    objective: StudentObjective | None
+
+    @property
+    def taps(self):
+        return self.objective.taps
+
+    @property
+    def vgg(self):
+        return self.objective.vgg
+
+    @property
+    def pixel_weight(self):
+        return self.objective.pixel_weight
+
+
+def term_grad_norms(t: Learner, real_a, teacher_out, teacher_feats) -> dict[str, float]:
     """||d term / d student weights|| for each loss term of the student objective (no update)."""
     nets, d = t.nets, t.cfg.distill
     params = [p for p in nets.student.parameters() if p.requires_grad]
@@ -86,7 +111,8 @@ def term_grad_norms(t: Training, real_a, teacher_out, teacher_feats) -> dict[str
         if t.taps is not None:
             terms["dcd"] = d.lambda_dcd * dcd_loss(nets.disc_b, t.taps.disc, nets.projector(teacher_feats, feats))
         if d.student_gan_weight > 0:
-            terms["gan"] = d.student_gan_weight * gan_loss_g(nets.disc_b(conditional(t.cfg, real_a, out)), t.cfg.loss.gan_mode)
+            image = torch.cat([real_a, out], 1) if t.cfg.task == "pix2pix" else out
+            terms["gan"] = d.student_gan_weight * gan_loss_g(nets.disc_b(image), t.cfg.loss.gan_mode)
         norms = {}
         for name, term in terms.items():
             grads = torch.autograd.grad(term, params, retain_graph=True, allow_unused=True)
@@ -168,23 +194,24 @@ def main() -> None:
     set_seed(args.seed)
     tnets = build_networks(teacher_cfg)
     pool_size = base.loss.pool_size if base.task == "cyclegan" else 0
-    teacher = Training(teacher_cfg, acc, Networks(tnets.gen_ab, tnets.disc_b, tnets.gen_ba, tnets.disc_a),
-                       make_optimizer(trainable(tnets.disc_b, tnets.disc_a), base), make_optimizer(trainable(tnets.gen_ab, tnets.gen_ba), base),
-                       None, None, None, 0.0, ImagePool(pool_size, args.seed + 1), ImagePool(pool_size, args.seed + 2))
-    students: dict[str, Training] = {}
+    up = Updater(acc)
+    teacher = Learner(teacher_cfg, Networks(tnets.disc_b, teacher=tnets.teacher, gen_ba=tnets.gen_ba, disc_a=tnets.disc_a),
+                      Optimizers(make_optimizer(trainable(tnets.disc_b, tnets.disc_a), base), make_optimizer(trainable(tnets.teacher, tnets.gen_ba), base), None),
+                      TaskObjective(base.task, teacher_cfg.loss, ImagePool(pool_size, args.seed + 1), ImagePool(pool_size, args.seed + 2)), None)
+    students: dict[str, Learner] = {}
     for n, cfg in cfgs.items():
         set_seed(args.seed)
         nets = build_networks(cfg)
         if cfg.distill.method == "none":
-            students[n] = Training(cfg, acc, nets, make_optimizer(trainable(nets.disc_b, nets.disc_a), cfg),
-                                   make_optimizer(trainable(nets.gen_ab, nets.gen_ba), cfg), None, None, None, 0.0,
-                                   ImagePool(pool_size, args.seed + 1), ImagePool(pool_size, args.seed + 2))
+            students[n] = Learner(cfg, nets, Optimizers(make_optimizer(trainable(nets.disc_b, nets.disc_a), cfg),
+                                                        make_optimizer(trainable(nets.baseline, nets.gen_ba), cfg), None),
+                                  TaskObjective(cfg.task, cfg.loss, ImagePool(pool_size, args.seed + 1), ImagePool(pool_size, args.seed + 2)), None)
             continue
         vgg, pixel = setup_perceptual(cfg, acc)
         pixel = PIXEL_WEIGHT.get(n, pixel)
-        shared = Networks(tnets.gen_ab, tnets.disc_b, tnets.gen_ba, tnets.disc_a, nets.student, nets.projector)
-        students[n] = Training(cfg, acc, shared, teacher.opt_disc, None, make_optimizer(trainable(nets.student, nets.projector), cfg),
-                               dcd_taps(cfg) if uses_dcd(cfg) else None, vgg, pixel)
+        shared = Networks(tnets.disc_b, teacher=tnets.teacher, gen_ba=tnets.gen_ba, disc_a=tnets.disc_a, student=nets.student, projector=nets.projector)
+        objective = StudentObjective(cfg.distill, cfg.loss.gan_mode, cfg.task == "pix2pix", vgg, pixel, dcd_taps(cfg) if uses_dcd(cfg) else None)
+        students[n] = Learner(cfg, shared, Optimizers(teacher.opts.disc, None, make_optimizer(trainable(nets.student, nets.projector), cfg)), None, objective)
 
     data = DataRoot(base.data)
     train_set = data.train_dataset()
@@ -221,28 +248,29 @@ def main() -> None:
         for batch in loader:
             real_a, real_b = batch["A"], batch["B"]
             t0 = time.perf_counter()
-            fake_b, feats = generate(teacher, tnets.gen_ab, real_a, taps_all, grad=True)
-            task_update(teacher, real_a, real_b, fake_b)
+            fake_b, feats = generate(up, tnets.teacher, real_a, taps_all, grad=True)
+            task_update(up, teacher.nets, teacher.opts, teacher.task, real_a, real_b, fake_b)
             fake_b, feats = fake_b.detach(), {k: v.detach() for k, v in feats.items()}
             times["teacher"] += time.perf_counter() - t0
             probe = args.probe_every and step % args.probe_every == 0
             for n, t in students.items():
                 t0 = time.perf_counter()
                 if t.cfg.distill.method == "none":
-                    losses = task_step(t, batch)
+                    losses = task_step(up, t.nets, t.opts, t.task, batch)
                 else:
                     if probe:
                         emit({"step": step, "variant": n, "grad_norm": term_grad_norms(t, real_a, fake_b, feats)})
-                    losses = student_update(t, real_a, fake_b, feats)
+                    losses = student_update(up, t.nets, t.opts.student, t.objective, real_a, fake_b, feats)
+                losses = {k: v.item() for k, v in losses.items()}
                 times[n] += time.perf_counter() - t0
                 if probe:
                     emit({"step": step, "variant": n, "losses": losses})
             step += 1
             if step in eval_at:
                 for n, t in students.items():
-                    gen = t.nets.gen_ab if t.cfg.distill.method == "none" else t.nets.student
-                    emit({"step": step, "variant": n, "val": score(gen, val_set, device, inception, reference, tnets.gen_ab, paired)})
-                emit({"step": step, "variant": "teacher", "val": score(tnets.gen_ab, val_set, device, inception, reference, None, paired),
+                    gen = t.nets.deliverable
+                    emit({"step": step, "variant": n, "val": score(gen, val_set, device, inception, reference, tnets.teacher, paired)})
+                emit({"step": step, "variant": "teacher", "val": score(tnets.teacher, val_set, device, inception, reference, None, paired),
                       "real_checker": real_checker})
                 emit({"step": step, "seconds": {k: round(v, 1) for k, v in times.items()}, "wall": round(time.time() - started, 1)})
             if step >= args.steps:

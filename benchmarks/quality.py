@@ -41,10 +41,10 @@ import torch
 from dcdgan.checkpoint import load_checkpoint
 from dcdgan.config import Config, apply_overrides, load_config
 from dcdgan.data import DataRoot
-from dcdgan.evaluate import batches, image_features, score_generator, size_of
+from dcdgan.evaluate import batches, generator_from_checkpoint, image_features, score_generator, size_of
 from dcdgan.metrics.fid import ReferenceStats, load_stats, save_stats
 from dcdgan.metrics.inception import load_inception
-from dcdgan.runs import best_checkpoint, generator_from_checkpoint, last_checkpoint
+from dcdgan.runs import best_checkpoint, last_checkpoint
 
 METHODS = ("teacher", "none", "omgd", "dcd", "dcd_gan")
 

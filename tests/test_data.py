@@ -28,12 +28,20 @@ def test_side_by_side_pairs_share_crop_and_flip(tmp_path):
     write(tmp_path / "train" / "0.png", np.concatenate([img, img], 1))  # A == B
     pairs = SideBySidePairs(list_images(tmp_path / "train"))
     ds = PairedDataset(pairs, Transform("resize_and_crop", 40, 32, True, True), 3, 3)
-    flips = set()
+    flips = []
     for seed in range(12):
         item = ds[(0, seed)]
         assert item["A"].shape == (3, 32, 32)
         assert torch.equal(item["A"], item["B"])  # the same random crop and flip for A and B
-        flips.add(bool(torch.equal(item["A"], ds[(0, seed)]["A"])))
+        # and they are the crop and flip the seed's parameters describe, applied to the file by hand
+        params = ds.transform.params((40, 40), np.random.default_rng(seed))
+        top, left = params["crop"]
+        expected = img[top:top + 32, left:left + 32]
+        if params["flip"]:
+            expected = expected[:, ::-1]
+        assert torch.equal(item["A"], torch.from_numpy(expected.copy()).permute(2, 0, 1).float() / 255 * 2 - 1)
+        flips.append(params["flip"])
+    assert True in flips and False in flips  # both flipped and unflipped samples were checked
     params = {str(ds.transform.params((40, 40), np.random.default_rng(s))) for s in range(12)}
     assert len(params) > 3  # crops and flips actually vary with the seed
     assert torch.equal(ds[(0, 5)]["A"], ds[(0, 5)]["A"])  # and are a pure function of it

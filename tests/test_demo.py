@@ -19,7 +19,7 @@ from dcdgan.data import DataRoot
 from dcdgan.demo import DemoModels, InputFormat, newest_run, report_frame, sketch_style, to_array, to_image
 from dcdgan.errors import UserError
 from dcdgan.nets import build_generator
-from dcdgan.networks import student_spec, teacher_spec
+from dcdgan.assembly import student_spec, teacher_spec
 from dcdgan.report import build_report
 from dcdgan.samples import sample_grid
 from dcdgan.viewing import enlarge_image, enlarge_tensor, view_scale

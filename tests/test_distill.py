@@ -43,7 +43,14 @@ def test_paired_two_steps_writes_the_run_directory(tmp_path, offline):
     for rel in ["config.yaml", "checkpoints/last.ckpt", "checkpoints/best.ckpt", "student.safetensors", "student.json",
                 "teacher.safetensors", "teacher.json", "metrics.jsonl", "report.html", "samples/step_0000002.png"]:
         assert (run / rel).is_file(), rel
-    assert list((run / "tb").rglob("events.out.tfevents.*"))
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    steps = []
+    for events in (run / "tb").rglob("events.out.tfevents.*"):
+        acc = EventAccumulator(str(events))
+        acc.Reload()
+        steps += [e.step for e in acc.Scalars("train/S_dcd")] if "train/S_dcd" in acc.Tags()["scalars"] else []
+    assert sorted(steps) == [1, 2]  # losses were logged, not just the events file created
     train = [r for r in records(run) if "phase" in r]
     assert [r["step"] for r in train] == [1, 2]
     assert {"D", "G_gan", "G_L1", "S_dcd"} <= set(train[0]) and "S_style" not in train[0]

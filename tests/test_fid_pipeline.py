@@ -101,3 +101,48 @@ def test_eval_cli_fid_values_against_the_test_targets(fid_run, folder_data, tiny
         mse = ((q(out) - q(read_images(test / "B"))) ** 2).mean((1, 2, 3))
         assert model["psnr"] == pytest.approx((10 * torch.log10(255**2 / mse)).mean().item(), rel=1e-4), name
     assert metrics["models"]["student_last"]["fid"] != pytest.approx(metrics["models"]["teacher"]["fid"], rel=1e-3)
+
+
+def test_fid_input_errors(tmp_path):
+    from dcdgan.errors import UserError
+    from dcdgan.metrics.fid import kernel_inception_distance, save_stats
+
+    with pytest.raises(UserError, match="^FID statistics need at least 2 images, got 1$"):
+        ReferenceStats.from_features(np.zeros((1, 4)))
+    with pytest.raises(UserError, match=r"^FID statistics of different dimensions: \(3,\) vs \(4,\)$"):
+        frechet_distance(np.zeros(3), np.eye(3), np.zeros(4), np.eye(4))
+    with pytest.raises(UserError, match="^KID needs at least 2 images on each side, got 1 and 5$"):
+        kernel_inception_distance(np.zeros((1, 3)), np.zeros((5, 3)))
+    (tmp_path / "junk.npz").write_bytes(b"not a zip")
+    with pytest.raises(UserError, match=r"junk.npz: not a readable .npz \(BadZipFile|junk.npz: not a readable .npz"):
+        load_stats(tmp_path / "junk.npz")
+    np.savez(tmp_path / "odd.npz", mu=np.zeros(3), sigma=np.eye(4))
+    with pytest.raises(UserError, match=r"odd.npz: mu \(3,\) and sigma \(4, 4\) do not describe one distribution"):
+        load_stats(tmp_path / "odd.npz")
+    np.savez(tmp_path / "none.npz", other=np.zeros(3))
+    with pytest.raises(UserError, match="none.npz: missing mu, sigma \\(keys: other\\)"):
+        load_stats(tmp_path / "none.npz")
+    with pytest.raises(UserError, match="gone.npz: FID statistics file not found"):
+        load_stats(tmp_path / "gone.npz")
+    save_stats(tmp_path / "bare.npz", ReferenceStats(np.zeros(2), np.eye(2)))
+    with np.load(tmp_path / "bare.npz") as npz:
+        assert sorted(npz.files) == ["mu", "sigma"]
+    assert load_stats(tmp_path / "bare.npz").features is None
+
+
+def test_frechet_distance_by_hand_for_diagonal_covariances():
+    # diagonal S1, S2: sqrt(S1 S2) is diagonal with sqrt(s1 s2), so FID = |mu1 - mu2|^2 + sum (sqrt s1 - sqrt s2)^2
+    mu1, mu2 = np.array([0.0, 1.0, 2.0]), np.array([1.0, 1.0, 0.0])
+    s1, s2 = np.array([1.0, 4.0, 9.0]), np.array([4.0, 1.0, 9.0])
+    expected = 1 + 0 + 4 + (1 - 2) ** 2 + (2 - 1) ** 2 + 0
+    assert frechet_distance(mu1, np.diag(s1), mu2, np.diag(s2)) == pytest.approx(expected, rel=1e-9)
+
+
+def test_kid_by_hand_for_two_points():
+    from dcdgan.metrics.fid import kernel_inception_distance
+
+    x, y = np.array([[1.0, 0.0], [0.0, 1.0]]), np.array([[1.0, 1.0], [0.0, 0.0]])
+    k = lambda a, b: (a @ b / 2 + 1) ** 3  # noqa: E731 - the cubic polynomial kernel, d = 2
+    expected = (2 * k(x[0], x[1])) / 2 + (2 * k(y[0], y[1])) / 2 - 2 * np.mean([k(a, b) for a in x for b in y])
+    mean, std = kernel_inception_distance(x, y, subsets=3, subset_size=2)
+    assert mean == pytest.approx(expected, rel=1e-12) and std == pytest.approx(0, abs=1e-12)

@@ -282,3 +282,70 @@ def test_dcd_with_a_batch_statistics_discriminator_keeps_one_pass_per_projection
 
 # computed once with torch 2.15 on CPU; guards against silent changes to the loss, connectors or tap pairing
 EXPECTED_DCD_64 = 2.4440314769744873
+
+
+def test_discriminator_gan_losses_for_every_mode():
+    real, fake = torch.tensor([0.5, 2.0]), torch.tensor([-1.5, 0.25])
+    softplus = torch.nn.functional.softplus  # BCE with logits: -log sigmoid(x) = softplus(-x)
+    vanilla = 0.5 * (softplus(-real).mean() + softplus(fake).mean())
+    assert gan_loss_d(real, fake, "vanilla").item() == pytest.approx(vanilla.item(), rel=1e-6)
+    # hinge clips: real predictions above 1 and fake ones below -1 cost nothing
+    assert gan_loss_d(torch.tensor([3.0]), torch.tensor([-3.0]), "hinge").item() == 0
+    assert gan_loss_d(torch.tensor([1.0]), torch.tensor([-1.0]), "lsgan").item() == pytest.approx(0.5 * (0 + 1))
+    assert gan_loss_g(torch.tensor([1.0, 1.0]), "lsgan").item() == 0
+    with pytest.raises(ValueError, match="unknown GAN mode 'wgan'; choose one of lsgan, vanilla, hinge"):
+        gan_loss_d(real, fake, "wgan")
+    with pytest.raises(ValueError, match="unknown GAN mode 'wgan'; choose one of lsgan, vanilla, hinge"):
+        gan_loss_g(fake, "wgan")
+
+
+def test_style_loss_needs_matching_tap_lists():
+    f = torch.ones(1, 2, 2, 2)
+    with pytest.raises(ValueError):
+        style_loss([f, f], [f])
+
+
+def test_gram_is_per_sample():
+    f = torch.stack([torch.ones(1, 2, 2), 2 * torch.ones(1, 2, 2)])  # (2, 1, 2, 2)
+    assert gram(f).flatten().tolist() == [1.0, 4.0]
+
+
+class Shrinking(torch.nn.Module):
+    """A 'discriminator' whose tap sees an empty map for small inputs, or raises an unrelated error."""
+
+    def __init__(self, fail: str = "") -> None:
+        super().__init__()
+        self.fail = fail
+        self.pool = torch.nn.AvgPool2d(4, ceil_mode=False)
+
+    def forward(self, x):
+        if self.fail:
+            raise RuntimeError(self.fail)
+        return self.pool(x)
+
+
+def test_disc_view_errors():
+    from dcdgan.losses import disc_view
+
+    p = torch.zeros(1, 3, 4, 4)
+    assert disc_view(Shrinking(), "pool", p, "student tap x").shape == (1, 3, 1, 1)
+    with pytest.raises(ValueError) as err:
+        disc_view(Shrinking(fail="Calculated padded input size per channel: (2 x 2). Kernel size: (4 x 4)."), "pool", p, "student tap model.9")
+    assert str(err.value) == ("DCD: the discriminator cannot read the (4, 4) projection of student tap model.9 before reaching pool; "
+                              "raise distill.dcd_min_size or train on larger crops")
+    with pytest.raises(ValueError, match="cannot read the"):
+        disc_view(Shrinking(fail="Expected more than 1 spatial element when training"), "pool", p, "t")
+    with pytest.raises(RuntimeError, match="^something else$"):  # unrelated failures are not disguised as size problems
+        disc_view(Shrinking(fail="something else"), "pool", p, "t")
+    empty = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(0))
+    with pytest.raises(ValueError) as err:
+        disc_view(empty, "0", p, "teacher tap model.12")
+    assert str(err.value) == ("DCD: the discriminator's 0 map is empty for the (4, 4) projection of teacher tap model.12; "
+                              "raise distill.dcd_min_size or train on larger crops")
+
+
+def test_dcd_loss_sums_over_pairs():
+    disc = torch.nn.Sequential(torch.nn.Identity())
+    a, b, c = torch.zeros(1, 1, 2, 2), torch.ones(1, 1, 2, 2), torch.full((1, 1, 2, 2), 3.0)
+    assert dcd_loss(disc, "0", [("x", a, b), ("y", a, c)]).item() == pytest.approx(1 + 3)
+    assert dcd_loss(disc, "0", [("x", b, b)]).item() == 0

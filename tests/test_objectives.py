@@ -15,12 +15,12 @@ import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
 
+from dcdgan import steps
+from dcdgan.assembly import build_networks, dcd_taps
 from dcdgan.config import load_config
 from dcdgan.losses import dcd_loss
-from dcdgan.networks import build_networks, dcd_taps
 from dcdgan.perceptual import VGGPerceptual, vgg16_features
 from dcdgan.pool import ImagePool
-from dcdgan.steps import Training, burst_student_step, cyclegan_update, generate, joint_step, pix2pix_update, student_update
 from dcdgan.taps import capture
 
 TINY = ["model.teacher_ngf=8", "model.student_ngf=4", "model.ndf=8"]
@@ -31,13 +31,58 @@ def sgd(*modules) -> torch.optim.SGD | None:
     return torch.optim.SGD(trainable, lr=1.0) if trainable else None  # None: a frozen pretrained teacher
 
 
+class Training:
+    """The pieces distill() hands the steps (SGD at lr 1 instead of Adam), and their settings for the formulas below."""
+
+    def __init__(self, cfg, nets, opts: steps.Optimizers, task: steps.TaskObjective, objective: steps.StudentObjective):
+        self.cfg, self.nets, self.opts, self.task, self.objective = cfg, nets, opts, task, objective
+        self.up = steps.Updater(Accelerator(cpu=True))
+        self.opt_gen, self.pool_a, self.pool_b = opts.gen, task.pool_a, task.pool_b
+        self.taps, self.vgg, self.pixel_weight = objective.taps, objective.vgg, objective.pixel_weight
+
+
 def training(recipe: str, *overrides: str, pixel_weight: float = 0.0, vgg: VGGPerceptual | None = None, pool_size: int = 0) -> Training:
     cfg = load_config(recipe, [*TINY, *overrides])
     torch.manual_seed(0)
     nets = build_networks(cfg)
-    return Training(cfg, Accelerator(cpu=True), nets, opt_disc=sgd(nets.disc_b, nets.disc_a), opt_gen=sgd(nets.gen_ab, nets.gen_ba),
-                    opt_student=sgd(nets.student, nets.projector), taps=dcd_taps(cfg) if cfg.distill.method == "dcd" else None,
-                    vgg=vgg, pixel_weight=pixel_weight, pool_a=ImagePool(pool_size, 1), pool_b=ImagePool(pool_size, 2))
+    opts = steps.Optimizers(disc=sgd(nets.disc_b, nets.disc_a), gen=sgd(nets.teacher, nets.gen_ba), student=sgd(nets.student, nets.projector))
+    task = steps.TaskObjective(cfg.task, cfg.loss, ImagePool(pool_size, 1), ImagePool(pool_size, 2))
+    objective = steps.StudentObjective(cfg.distill, cfg.loss.gan_mode, cfg.task == "pix2pix", vgg, pixel_weight,
+                                       dcd_taps(cfg) if cfg.distill.method == "dcd" else None)
+    return Training(cfg, nets, opts, task, objective)
+
+
+# The step functions, called with what distill() gives them; losses read back as numbers.
+def numbers(losses: dict) -> dict[str, float]:
+    return {k: v.item() for k, v in losses.items()}
+
+
+def generate(t: Training, gen, a, taps, grad):
+    return steps.generate(t.up, gen, a, taps, grad)
+
+
+def pix2pix_update(t: Training, a, b, fake):
+    return numbers(steps.pix2pix_update(t.up, t.nets.disc_b, t.opts, t.cfg.loss, a, b, fake))
+
+
+def cyclegan_update(t: Training, a, b, fake):
+    return numbers(steps.cyclegan_update(t.up, t.nets, t.opts, t.task, a, b, fake))
+
+
+def student_update(t: Training, a, teacher_out, feats):
+    return numbers(steps.student_update(t.up, t.nets, t.opts.student, t.objective, a, teacher_out, feats))
+
+
+def burst_student_step(t: Training, batch):
+    return numbers(steps.burst_student_step(t.up, t.nets, t.opts, t.objective, batch))
+
+
+def task_step(t: Training, batch):
+    return numbers(steps.task_step(t.up, t.nets, t.opts, t.task, batch))
+
+
+def joint_step(t: Training, batch, update_task):
+    return numbers(steps.joint_step(t.up, t.nets, t.opts, t.task, t.objective, batch, update_task))
 
 
 def batch(seed: int = 1) -> dict:
@@ -83,9 +128,9 @@ def l1(x, y):
 def test_pix2pix_update_weights_l1_by_lambda_recon():
     t = training("quickstart", "loss.lambda_recon=7")
     b = batch()
-    gen0, disc0 = copy.deepcopy(t.nets.gen_ab), copy.deepcopy(t.nets.disc_b)
-    before = [p.detach().clone() for p in params(t.nets.gen_ab)]
-    fake, _ = generate(t, t.nets.gen_ab, b["A"], (), grad=True)
+    gen0, disc0 = copy.deepcopy(t.nets.teacher), copy.deepcopy(t.nets.disc_b)
+    before = [p.detach().clone() for p in params(t.nets.teacher)]
+    fake, _ = generate(t, t.nets.teacher, b["A"], (), grad=True)
     losses = pix2pix_update(t, b["A"], b["B"], fake)
 
     # the discriminator step: hinge, 0.5 * (relu(1 - D(a, b)) + relu(1 + D(a, G(a)))), on the pre-update D
@@ -100,7 +145,7 @@ def test_pix2pix_update_weights_l1_by_lambda_recon():
     gan = -t.nets.disc_b(torch.cat([b["A"], out], 1)).mean()
     assert losses["G_gan"] == pytest.approx(gan.item(), rel=1e-5)
     grads = grad(gan + 7 * l1(out, b["B"]), params(gen0))
-    assert_update_is_minus_gradient(before, params(t.nets.gen_ab), grads)
+    assert_update_is_minus_gradient(before, params(t.nets.teacher), grads)
     wrong = grad(-t.nets.disc_b(torch.cat([b["A"], gen0(b["A"])], 1)).mean() + 100 * l1(gen0(b["A"]), b["B"]), params(gen0))
     assert (flat(wrong) - flat(grads)).norm() > 0.05 * flat(grads).norm()  # the weight matters at this scale
 
@@ -112,9 +157,9 @@ def test_cyclegan_update_weights_cycle_and_identity():
     t = training("quickstart_unpaired", "loss.lambda_cycle=3", "loss.lambda_identity=0.25", pool_size=0)
     b = batch()
     a, real_b = b["A"], b["B"]
-    g_ab, g_ba, d_a, d_b = (copy.deepcopy(n) for n in (t.nets.gen_ab, t.nets.gen_ba, t.nets.disc_a, t.nets.disc_b))
-    before = [p.detach().clone() for p in params(t.nets.gen_ab, t.nets.gen_ba)]
-    fake_b, _ = generate(t, t.nets.gen_ab, a, (), grad=True)
+    g_ab, g_ba, d_a, d_b = (copy.deepcopy(n) for n in (t.nets.teacher, t.nets.gen_ba, t.nets.disc_a, t.nets.disc_b))
+    before = [p.detach().clone() for p in params(t.nets.teacher, t.nets.gen_ba)]
+    fake_b, _ = generate(t, t.nets.teacher, a, (), grad=True)
     losses = cyclegan_update(t, a, real_b, fake_b)
 
     # generators first, discriminators frozen at their pre-update weights (lsgan)
@@ -127,7 +172,7 @@ def test_cyclegan_update_weights_cycle_and_identity():
     assert losses["G_cycle"] == pytest.approx(cycle.item(), rel=1e-5)
     assert losses["G_idt"] == pytest.approx(identity.item(), rel=1e-5)
     grads = grad(gan_ab + gan_ba + 3 * cycle + 3 * 0.25 * identity, params(g_ab, g_ba))
-    assert_update_is_minus_gradient(before, params(t.nets.gen_ab, t.nets.gen_ba), grads)
+    assert_update_is_minus_gradient(before, params(t.nets.teacher, t.nets.gen_ba), grads)
 
     # then both discriminators on the (unpooled, pool_size=0) fakes of the pre-update generators
     with torch.no_grad():
@@ -138,14 +183,14 @@ def test_cyclegan_update_weights_cycle_and_identity():
 def test_cyclegan_without_identity_term():
     t = training("quickstart_unpaired", "loss.lambda_identity=0")
     b = batch()
-    g_ab, g_ba, d_a, d_b = (copy.deepcopy(n) for n in (t.nets.gen_ab, t.nets.gen_ba, t.nets.disc_a, t.nets.disc_b))
-    before = [p.detach().clone() for p in params(t.nets.gen_ab, t.nets.gen_ba)]
-    fake_b, _ = generate(t, t.nets.gen_ab, b["A"], (), grad=True)
+    g_ab, g_ba, d_a, d_b = (copy.deepcopy(n) for n in (t.nets.teacher, t.nets.gen_ba, t.nets.disc_a, t.nets.disc_b))
+    before = [p.detach().clone() for p in params(t.nets.teacher, t.nets.gen_ba)]
+    fake_b, _ = generate(t, t.nets.teacher, b["A"], (), grad=True)
     losses = cyclegan_update(t, b["A"], b["B"], fake_b)
     assert "G_idt" not in losses
     fb, fa = g_ab(b["A"]), g_ba(b["B"])
     loss = lsgan_g(d_b(fb)) + lsgan_g(d_a(fa)) + 10 * (l1(g_ba(fb), b["A"]) + l1(g_ab(fa), b["B"]))
-    assert_update_is_minus_gradient(before, params(t.nets.gen_ab, t.nets.gen_ba), grad(loss, params(g_ab, g_ba)))
+    assert_update_is_minus_gradient(before, params(t.nets.teacher, t.nets.gen_ba), grad(loss, params(g_ab, g_ba)))
 
 
 def test_cyclegan_discriminators_see_replayed_fakes_from_the_pool():
@@ -154,9 +199,9 @@ def test_cyclegan_discriminators_see_replayed_fakes_from_the_pool():
     t.pool_a.query(old)
     t.pool_b.query(-old)  # both pools full of known earlier fakes
     b = batch()
-    g_ab, g_ba, d_a, d_b = (copy.deepcopy(n) for n in (t.nets.gen_ab, t.nets.gen_ba, t.nets.disc_a, t.nets.disc_b))
+    g_ab, g_ba, d_a, d_b = (copy.deepcopy(n) for n in (t.nets.teacher, t.nets.gen_ba, t.nets.disc_a, t.nets.disc_b))
     pool_a, pool_b = copy.deepcopy(t.pool_a), copy.deepcopy(t.pool_b)
-    fake_b, _ = generate(t, t.nets.gen_ab, b["A"], (), grad=True)
+    fake_b, _ = generate(t, t.nets.teacher, b["A"], (), grad=True)
     losses = cyclegan_update(t, b["A"], b["B"], fake_b)
     with torch.no_grad():
         fb, fa = g_ab(b["A"]), g_ba(b["B"])
@@ -172,7 +217,7 @@ def test_cyclegan_discriminators_see_replayed_fakes_from_the_pool():
 
 def test_pretrained_cyclegan_teacher_trains_only_the_b_discriminator(tmp_path):
     from dcdgan.nets import build_generator
-    from dcdgan.networks import teacher_spec
+    from dcdgan.assembly import teacher_spec
     from dcdgan.weights import save_generator
 
     cfg = load_config("quickstart_unpaired", TINY)
@@ -182,13 +227,13 @@ def test_pretrained_cyclegan_teacher_trains_only_the_b_discriminator(tmp_path):
     assert t.opt_gen is None
     assert t.nets.gen_ba is None and t.nets.disc_a is None
     b = batch()
-    d_b, teacher = copy.deepcopy(t.nets.disc_b), copy.deepcopy(t.nets.gen_ab)
-    fake_b, _ = generate(t, t.nets.gen_ab, b["A"], (), grad=False)
+    d_b, teacher = copy.deepcopy(t.nets.disc_b), copy.deepcopy(t.nets.teacher)
+    fake_b, _ = generate(t, t.nets.teacher, b["A"], (), grad=False)
     losses = cyclegan_update(t, b["A"], b["B"], fake_b)
     assert set(losses) == {"D_B"}
     with torch.no_grad():
         assert losses["D_B"] == pytest.approx(lsgan_d(d_b(b["B"]), d_b(teacher(b["A"]))).item(), rel=1e-5)
-    assert all(torch.equal(p, q) for p, q in zip(teacher.parameters(), t.nets.gen_ab.parameters()))
+    assert all(torch.equal(p, q) for p, q in zip(teacher.parameters(), t.nets.teacher.parameters()))
     assert any(not torch.equal(p, q) for p, q in zip(d_b.parameters(), t.nets.disc_b.parameters()))
 
 
@@ -225,7 +270,7 @@ def test_student_objective_weights_every_term():
     t = training("quickstart", "distill.lambda_dcd=0.3", "distill.lambda_style=2000", "distill.lambda_feat=4",
                  "distill.student_gan_weight=0.7", pixel_weight=5.0, vgg=vgg)
     b = batch()
-    teacher_out, feats = generate(t, t.nets.gen_ab, b["A"], t.taps.teacher, grad=False)
+    teacher_out, feats = generate(t, t.nets.teacher, b["A"], t.taps.teacher, grad=False)
     student, projector = copy.deepcopy(t.nets.student), copy.deepcopy(t.nets.projector)
     before = [p.detach().clone() for p in params(t.nets.student, t.nets.projector)]
     losses = student_update(t, b["A"], teacher_out, feats)
@@ -241,7 +286,7 @@ def test_student_objective_weights_every_term():
 def test_dcd_term_is_scaled_by_lambda_dcd(lambda_dcd):
     t = training("quickstart_unpaired", f"distill.lambda_dcd={lambda_dcd}")  # DCD alone: no VGG, no pixel, no GAN
     b = batch()
-    teacher_out, feats = generate(t, t.nets.gen_ab, b["A"], t.taps.teacher, grad=False)
+    teacher_out, feats = generate(t, t.nets.teacher, b["A"], t.taps.teacher, grad=False)
     student, projector = copy.deepcopy(t.nets.student), copy.deepcopy(t.nets.projector)
     before = [p.detach().clone() for p in params(t.nets.student, t.nets.projector)]
     losses = student_update(t, b["A"], teacher_out, feats)
@@ -263,9 +308,9 @@ def perturbed(net: torch.nn.Module, seed: int) -> None:
 
 def test_burst_student_step_learns_from_the_snapshot_not_the_live_teacher():
     t = training("quickstart_unpaired", "distill.schedule=burst", pixel_weight=1.0)
-    perturbed(t.nets.gen_ab, 3)  # the live teacher moved on after the snapshot was taken
+    perturbed(t.nets.teacher, 3)  # the live teacher moved on after the snapshot was taken
     a = batch()["A"]
-    student0, projector0, snapshot0, live0 = (copy.deepcopy(n) for n in (t.nets.student, t.nets.projector, t.nets.snapshot, t.nets.gen_ab))
+    student0, projector0, snapshot0, live0 = (copy.deepcopy(n) for n in (t.nets.student, t.nets.projector, t.nets.snapshot, t.nets.teacher))
     losses = burst_student_step(t, {"A": a})
     with torch.no_grad(), capture(snapshot0, list(t.taps.teacher)) as snap_feats, capture(student0, list(t.taps.student)) as s_feats:
         snap_out = snapshot0(a)
@@ -276,24 +321,55 @@ def test_burst_student_step_learns_from_the_snapshot_not_the_live_teacher():
     assert abs(losses["S_pixel"] - l1(s_out, live_out).item()) > 1e-3
     assert losses["S_dcd"] == pytest.approx(dcd.item(), rel=1e-4)
     assert all(torch.equal(p, q) for p, q in zip(snapshot0.state_dict().values(), t.nets.snapshot.state_dict().values()))
-    assert all(torch.equal(p, q) for p, q in zip(live0.state_dict().values(), t.nets.gen_ab.state_dict().values()))
+    assert all(torch.equal(p, q) for p, q in zip(live0.state_dict().values(), t.nets.teacher.state_dict().values()))
 
 
 def test_joint_step_student_learns_from_the_pre_update_teacher():
     t = training("quickstart", pixel_weight=1.0)
     b = batch()
-    student0, teacher0 = copy.deepcopy(t.nets.student), copy.deepcopy(t.nets.gen_ab)
+    student0, teacher0 = copy.deepcopy(t.nets.student), copy.deepcopy(t.nets.teacher)
     losses = joint_step(t, b, update_task=True)
     with torch.no_grad():
         assert losses["S_pixel"] == pytest.approx(l1(student0(b["A"]), teacher0(b["A"])).item(), rel=1e-5)
     assert {"D", "G_gan", "G_L1"} <= set(losses)
-    assert any(not torch.equal(p, q) for p, q in zip(teacher0.parameters(), t.nets.gen_ab.parameters()))
+    assert any(not torch.equal(p, q) for p, q in zip(teacher0.parameters(), t.nets.teacher.parameters()))
 
 
 def test_joint_step_without_task_update_leaves_the_task_networks_alone():
     t = training("quickstart", pixel_weight=1.0)
-    teacher0, disc0 = copy.deepcopy(t.nets.gen_ab), copy.deepcopy(t.nets.disc_b)
+    teacher0, disc0 = copy.deepcopy(t.nets.teacher), copy.deepcopy(t.nets.disc_b)
     losses = joint_step(t, batch(), update_task=False)
     assert set(losses) == {"S_pixel", "S_dcd"}
-    assert all(torch.equal(p, q) for p, q in zip(teacher0.state_dict().values(), t.nets.gen_ab.state_dict().values()))
+    assert all(torch.equal(p, q) for p, q in zip(teacher0.state_dict().values(), t.nets.teacher.state_dict().values()))
     assert all(torch.equal(p, q) for p, q in zip(disc0.state_dict().values(), t.nets.disc_b.state_dict().values()))
+
+
+def test_task_step_trains_the_task_networks_only():
+    t = training("quickstart", "loss.lambda_recon=7", pixel_weight=1.0)
+    b = batch()
+    gen0, disc0, student0 = (copy.deepcopy(n) for n in (t.nets.teacher, t.nets.disc_b, t.nets.student))
+    before = [p.detach().clone() for p in params(t.nets.teacher)]
+    losses = task_step(t, b)
+    assert set(losses) == {"D", "G_gan", "G_L1"}
+    with torch.no_grad():
+        out0 = gen0(b["A"])
+        assert losses["D"] == pytest.approx(0.5 * (torch.relu(1 - disc0(torch.cat([b["A"], b["B"]], 1))).mean()
+                                                   + torch.relu(1 + disc0(torch.cat([b["A"], out0], 1))).mean()).item(), rel=1e-5)
+    out = gen0(b["A"])
+    loss = -t.nets.disc_b(torch.cat([b["A"], out], 1)).mean() + 7 * l1(out, b["B"])
+    assert_update_is_minus_gradient(before, params(t.nets.teacher), grad(loss, params(gen0)))
+    assert all(torch.equal(p, q) for p, q in zip(student0.state_dict().values(), t.nets.student.state_dict().values()))
+
+
+def test_task_step_with_a_frozen_teacher_trains_the_discriminator_only(tmp_path):
+    from dcdgan.nets import build_generator
+    from dcdgan.assembly import teacher_spec
+    from dcdgan.weights import save_generator
+
+    cfg = load_config("quickstart", TINY)
+    save_generator(tmp_path / "t.safetensors", build_generator(teacher_spec(cfg)), teacher_spec(cfg), {"role": "teacher"})
+    t = training("quickstart", f"model.teacher_weights={tmp_path / 't.safetensors'}")
+    teacher0 = copy.deepcopy(t.nets.teacher)
+    losses = task_step(t, batch())
+    assert set(losses) == {"D"} and t.opt_gen is None
+    assert all(torch.equal(p, q) for p, q in zip(teacher0.state_dict().values(), t.nets.teacher.state_dict().values()))

@@ -50,6 +50,31 @@ def test_offline_caffe_file_loads_with_its_preprocessing():
     # fixed values for fixed inputs and the published weights (torch 2.15, CPU)
     assert style_loss(fa, fb).item() == pytest.approx(EXPECTED_STYLE, rel=1e-3)
     assert feature_loss(fa[1], fb[1]).item() == pytest.approx(EXPECTED_FEATURE, rel=1e-3)
+    # the golden numbers, recomputed without dcdgan: torchvision's VGG16 with the file's tensors, the Caffe
+    # convention written out (RGB -> BGR, 0..255, minus the BGR mean), activations scaled by 1/255, Gram by hand
+    import torchvision
+    from safetensors.torch import load_file
+
+    net = torchvision.models.vgg16(weights=None).features.eval()
+    net.load_state_dict({k.removeprefix("features."): v for k, v in load_file(str(vgg_file())).items()})
+
+    def taps(images):
+        x = ((images + 1) / 2).flip(1) * 255 - torch.tensor([103.939, 116.779, 123.68]).view(1, 3, 1, 1)
+        out = []
+        with torch.no_grad():
+            for i, layer in enumerate(net[:23]):
+                x = layer(x)
+                if i in (3, 8, 15, 22):  # relu1_2, relu2_2, relu3_3, relu4_3
+                    out.append(x / 255)
+        return out
+
+    def gram_by_hand(f):
+        b, c, h, w = f.shape
+        return torch.einsum("bci,bdi->bcd", f.reshape(b, c, h * w), f.reshape(b, c, h * w)) / (c * h * w)
+
+    ta, tb = taps(a), taps(b)
+    assert EXPECTED_STYLE == pytest.approx(sum((gram_by_hand(x) - gram_by_hand(y)).abs().mean().item() for x, y in zip(ta, tb)), rel=1e-3)
+    assert EXPECTED_FEATURE == pytest.approx((ta[1] - tb[1]).abs().mean().item(), rel=1e-3)
 
 
 def test_bad_files_are_clear_errors(tmp_path):

@@ -89,3 +89,14 @@ def test_empty_pool_state_round_trip():
     other.load_state_dict(state, torch.device("cpu"))
     assert other.images == []
     assert ids(other.query(images(10, 2))) == [10, 11]
+
+
+def test_pool_state_keeps_multichannel_images_intact():
+    pool = ImagePool(3, seed=0)
+    rgb = torch.rand(3, 3, 4, 5)
+    pool.query(rgb)
+    other = ImagePool(3, seed=0)
+    other.load_state_dict(pool.state_dict(), torch.device("cpu"))
+    assert [tuple(i.shape) for i in other.images] == [(1, 3, 4, 5)] * 3
+    assert all(torch.equal(a, b) for a, b in zip(pool.images, other.images))
+    assert pool.state_dict()["images"].shape == (3, 3, 4, 5)

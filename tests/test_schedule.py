@@ -35,3 +35,37 @@ def test_burst_plan_follows_the_reference():
     student = [p for p in plan if p.kind == STUDENT]
     assert [p.epoch for p in student] == list(range(8)) and all(p.epochs == 8 and p.steps == 2 for p in student)
     assert [phase_lr_factor(cfg, p) for p in student] == pytest.approx([1, 1, 1, 1, 1, 0.75, 0.5, 0.25])
+
+
+def test_steps_count_the_batch_on_every_process():
+    cfg = load_config("quickstart", ["train.nepochs=1", "train.nepochs_decay=0", "train.batch_size=4"])
+    assert [p.steps for p in build_plan(cfg, train_size=17, student_size=0, processes=1)] == [5]  # ceil(17 / 4)
+    assert [p.steps for p in build_plan(cfg, train_size=17, student_size=0, processes=2)] == [3]  # ceil(17 / 8)
+
+
+def test_burst_plan_with_a_final_partial_burst():
+    cfg = load_config("quickstart_unpaired", ["distill.schedule=burst", "distill.n_dis=1", "distill.burst_every=2", "train.nepochs=3",
+                                              "train.nepochs_decay=0", "train.batch_size=2"])
+    plan = build_plan(cfg, train_size=4, student_size=5)
+    assert [(p.kind, p.index, p.epoch, p.epochs, p.steps) for p in plan] == [
+        (TASK, 0, 0, 3, 2), (TASK, 1, 1, 3, 2), (STUDENT, 2, 0, 4, 3), (STUDENT, 3, 1, 4, 3), (TASK, 4, 2, 3, 2),
+        (STUDENT, 5, 2, 4, 3), (STUDENT, 6, 3, 4, 3),
+    ]
+    assert total_steps(plan) == 3 * 2 + 4 * 3
+    assert locate(plan, 0) == (0, 0) and locate(plan, 4) == (2, 0) and locate(plan, 6) == (2, 2) and locate(plan, 7) == (3, 0)
+    assert locate(plan, total_steps(plan)) == (len(plan), 0) and locate(plan, 100) == (len(plan), 0)
+
+
+def test_method_none_ignores_the_burst_schedule():
+    cfg = load_config("quickstart_unpaired", ["distill.method=none", "distill.schedule=burst", "train.nepochs=2", "train.nepochs_decay=0"])
+    assert [p.kind for p in build_plan(cfg, train_size=8, student_size=8)] == [TASK, TASK]
+
+
+def test_phase_lr_rounds_the_constant_share():
+    # 3 constant + 1 decay epochs over a phase kind with 6 epochs: round(6 * 3/4) = round(4.5) = 4 constant, 2 decaying
+    cfg = load_config("quickstart", ["train.nepochs=3", "train.nepochs_decay=1"])
+    from dcdgan.schedule import Phase
+
+    factors = [phase_lr_factor(cfg, Phase(STUDENT, i, i, 6, 1)) for i in range(6)]
+    assert factors == pytest.approx([1, 1, 1, 1, 1 - 1 / 3, 1 - 2 / 3])
+    assert lr_factor(0, 0, 1) == pytest.approx(0.5) and lr_factor(3, 5, 2) == 1.0

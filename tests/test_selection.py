@@ -36,18 +36,19 @@ def scripted(monkeypatch):
     The only place the tests replace part of the product: the loop's scoring function, so that selection logic
     can be checked against scores whose best is known. ``install`` returns the list of calls made.
     """
-    import dcdgan.distill as loop
+    from dcdgan.selection import Validator
 
     def install(student: list[float], teacher: list[float] = ()) -> list[tuple[str, float]]:
         scores = {False: iter(student), True: iter(teacher)}
         calls: list[tuple[str, float]] = []
 
-        def score(*args, teacher: bool = False, **kwargs) -> float:
+        def score(teacher: bool) -> float:
             value = next(scores[teacher])
             calls.append(("teacher" if teacher else "student", value))
             return value
 
-        monkeypatch.setattr(loop, "validation_score", score)
+        monkeypatch.setattr(Validator, "score_student", lambda self, *args, **kwargs: score(False))
+        monkeypatch.setattr(Validator, "score_teacher", lambda self, *args, **kwargs: score(True))
         return calls
 
     return install

@@ -7,22 +7,29 @@ import copy
 import torch
 from accelerate import Accelerator
 
+from dcdgan.assembly import build_networks, dcd_taps
 from dcdgan.config import load_config
-from dcdgan.networks import build_networks, dcd_taps
-from dcdgan.pool import ImagePool
-from dcdgan.steps import Training, generate, pix2pix_update, student_update
+from dcdgan.steps import Optimizers, StudentObjective, Updater, generate, pix2pix_update, student_update
 
 TINY = ["model.teacher_ngf=8", "model.student_ngf=4", "model.ndf=8"]
 
 
+class Training:
+    """The pieces a step takes, built the way distill() builds them (tiny quickstart, pixel stand-in for VGG)."""
+
+    def __init__(self, *overrides: str):
+        self.cfg = cfg = load_config("quickstart", [*TINY, *overrides])
+        torch.manual_seed(0)
+        self.nets = nets = build_networks(cfg)
+        adam = lambda *mods: torch.optim.Adam([p for m in mods for p in m.parameters() if p.requires_grad], lr=1e-3)  # noqa: E731
+        self.opts = Optimizers(disc=adam(nets.disc_b), gen=adam(nets.teacher), student=adam(nets.student, nets.projector))
+        self.up = Updater(Accelerator(cpu=True))
+        self.taps = dcd_taps(cfg)
+        self.objective = StudentObjective(cfg.distill, cfg.loss.gan_mode, True, vgg=None, pixel_weight=10.0, taps=self.taps)
+
+
 def training(*overrides: str) -> Training:
-    cfg = load_config("quickstart", [*TINY, *overrides])
-    torch.manual_seed(0)
-    nets = build_networks(cfg)
-    adam = lambda *mods: torch.optim.Adam([p for m in mods for p in m.parameters() if p.requires_grad], lr=1e-3)  # noqa: E731
-    return Training(cfg, Accelerator(cpu=True), nets, opt_disc=adam(nets.disc_b), opt_gen=adam(nets.gen_ab),
-                    opt_student=adam(nets.student, nets.projector), taps=dcd_taps(cfg), vgg=None, pixel_weight=10.0,
-                    pool_a=ImagePool(0, 1), pool_b=ImagePool(0, 2))
+    return Training(*overrides)
 
 
 def batch() -> dict:
@@ -41,12 +48,12 @@ def changed(before: dict, net: torch.nn.Module) -> set[str]:
 def test_student_step_leaves_discriminator_and_teacher_unchanged():
     t = training("distill.student_gan_weight=1.0")
     b = batch()
-    fake, feats = generate(t, t.nets.gen_ab, b["A"], t.taps.teacher, grad=False)
-    disc, teacher, student, projector = (snapshot(n) for n in (t.nets.disc_b, t.nets.gen_ab, t.nets.student, t.nets.projector))
-    losses = student_update(t, b["A"], fake, feats)
+    fake, feats = generate(t.up, t.nets.teacher, b["A"], t.taps.teacher, grad=False)
+    disc, teacher, student, projector = (snapshot(n) for n in (t.nets.disc_b, t.nets.teacher, t.nets.student, t.nets.projector))
+    losses = student_update(t.up, t.nets, t.opts.student, t.objective, b["A"], fake, feats)
     assert set(losses) == {"S_pixel", "S_dcd", "S_gan"}  # S_gan is hinge's -mean D(fake): any sign
     assert losses["S_pixel"] > 0 and losses["S_dcd"] > 0
-    assert not changed(disc, t.nets.disc_b) and not changed(teacher, t.nets.gen_ab)
+    assert not changed(disc, t.nets.disc_b) and not changed(teacher, t.nets.teacher)
     assert all(p.grad is None for p in t.nets.disc_b.parameters())  # frozen during the step, not just zeroed
     assert all(p.requires_grad for p in t.nets.disc_b.parameters())  # and trainable again afterwards
     assert changed(student, t.nets.student)
@@ -58,8 +65,8 @@ def test_student_step_leaves_discriminator_and_teacher_unchanged():
 def test_pix2pix_update_trains_disc_and_teacher_but_not_the_student():
     t = training()
     b = batch()
-    fake, _ = generate(t, t.nets.gen_ab, b["A"], (), grad=True)
-    disc, teacher, student = (snapshot(n) for n in (t.nets.disc_b, t.nets.gen_ab, t.nets.student))
-    losses = pix2pix_update(t, b["A"], b["B"], fake)
+    fake, _ = generate(t.up, t.nets.teacher, b["A"], (), grad=True)
+    disc, teacher, student = (snapshot(n) for n in (t.nets.disc_b, t.nets.teacher, t.nets.student))
+    losses = pix2pix_update(t.up, t.nets.disc_b, t.opts, t.cfg.loss, b["A"], b["B"], fake)
     assert set(losses) == {"D", "G_gan", "G_L1"}
-    assert changed(disc, t.nets.disc_b) and changed(teacher, t.nets.gen_ab) and not changed(student, t.nets.student)
+    assert changed(disc, t.nets.disc_b) and changed(teacher, t.nets.teacher) and not changed(student, t.nets.student)

@@ -113,7 +113,7 @@ def load_torch_source(model: str | Path, which: str = "student") -> TorchSource:
     """A run directory (student/teacher.safetensors, else its last checkpoint), a checkpoint, or a generator .safetensors."""
     from dcdgan.checkpoint import load_checkpoint
     from dcdgan.config import config_from_dict
-    from dcdgan.networks import student_spec, teacher_spec
+    from dcdgan.assembly import student_spec, teacher_spec
     from dcdgan.weights import load_generator
 
     if which not in ("student", "teacher"):
@@ -134,7 +134,7 @@ def load_torch_source(model: str | Path, which: str = "student") -> TorchSource:
         net, description = load_generator(path)
         return TorchSource(net, GeneratorSpec(**description["spec"]), path, run_dir_of(path))
     if path.suffix in CHECKPOINT_SUFFIXES:
-        from dcdgan.runs import generator_from_checkpoint
+        from dcdgan.evaluate import generator_from_checkpoint
 
         state = load_checkpoint(path)
         if which == "teacher" and "student" not in state["networks"]:

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
+from torch.optim import Optimizer
 
 from dcdgan.errors import UserError
 
@@ -93,3 +96,148 @@ def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     if state["cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# ---------------------------------------------------------------- the state of a training run
+
+
+def run_state(
+    config: dict,
+    step: int,
+    train_size: int,
+    networks: dict[str, nn.Module],
+    optimizers: dict[str, Optimizer],
+    scaler: dict | None,
+    ranks: list[dict],
+    selection: dict,
+) -> dict:
+    """Everything needed to continue exactly. ``networks`` are bare modules; ``ranks`` holds each process's RNG
+    states and image pools (``rank_state``), rank 0's at the top level as in a single-process checkpoint."""
+    return {
+        "config": config,
+        "step": step,
+        "train_size": train_size,
+        "world_size": len(ranks),
+        "networks": {name: net.state_dict() for name, net in networks.items()},
+        "optimizers": {name: opt.state_dict() for name, opt in optimizers.items()},
+        "grad_scaler": scaler,
+        "pools": ranks[0]["pools"],
+        "rng": ranks[0]["rng"],
+        "other_ranks": ranks[1:],
+        "selection": selection,
+    }
+
+
+def rank_state(pools: dict[str, Any]) -> dict:
+    """This process's share of a checkpoint: its global RNG states and its image pools."""
+    return {"rng": rng_state(), "pools": {name: pool.state_dict() for name, pool in pools.items()}}
+
+
+def restore_run(
+    state: dict,
+    train_size: int,
+    world_size: int,
+    rank: int,
+    networks: dict[str, nn.Module],
+    optimizers: dict[str, Optimizer],
+    pools: dict[str, Any],
+    device: torch.device,
+    scaler: Any = None,
+) -> dict:
+    """Load a checkpoint into bare networks, optimizers, the fp16 loss scaler and this rank's pools; returns this
+    rank's RNG states, which the caller sets last, once every data iterator exists, so nothing drawn during set-up
+    shifts them."""
+    if state["train_size"] != train_size:
+        raise UserError(f"the training set has {train_size} items but the checkpoint was made with {state['train_size']}; resume needs the same data")
+    saved_world = state.get("world_size", 1)
+    if saved_world != world_size:
+        raise UserError(
+            f"the checkpoint was written by {saved_world} process(es) and this run has {world_size}; the step count and the "
+            f"per-process RNG and image pools depend on it: resume with {saved_world} (torchrun --nproc_per_node {saved_world})"
+        )
+    if set(state["networks"]) != set(networks):
+        raise UserError(f"checkpoint networks {sorted(state['networks'])} do not match this config's {sorted(networks)}")
+    for name, net in networks.items():
+        load_network_state(net, state["networks"][name], "checkpoint", name)
+    for name, opt in optimizers.items():
+        opt.load_state_dict(state["optimizers"][name])
+    if scaler is not None and state.get("grad_scaler"):
+        scaler.load_state_dict(state["grad_scaler"])
+    mine = state if rank == 0 else state["other_ranks"][rank - 1]
+    for name, pool in pools.items():
+        pool.load_state_dict(mine["pools"][name], device)
+    return mine["rng"]
+
+
+# ---------------------------------------------------------------- a folder of rotating checkpoints
+
+LAST = "last.ckpt"
+
+
+def step_file(folder: Path, step: int) -> Path:
+    """checkpoints/step_NNNNNNNN.ckpt."""
+    return Path(folder) / f"step_{step:08d}.ckpt"
+
+
+def step_files(folder: Path) -> list[Path]:
+    """The kept step_*.ckpt files, newest first."""
+    return sorted(Path(folder).glob("step_*.ckpt"), reverse=True)
+
+
+def save_rotating(folder: Path, step: int, state: dict, keep: int) -> Path:
+    """Write step_N.ckpt (temp file, fsync, rename), make last.ckpt the same file, keep the newest ``keep``."""
+    folder = Path(folder)
+    for stale in folder.glob(".*.tmp"):  # left by a process killed mid-write (this process is the only writer)
+        stale.unlink(missing_ok=True)
+    target = step_file(folder, step)
+    save_checkpoint(target, state)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{LAST}.", suffix=".tmp")
+    os.close(fd)
+    os.unlink(tmp)
+    try:
+        os.link(target, tmp)  # a hard link: no second copy on disk, and the rename below is atomic
+    except OSError:  # file systems without hard links
+        shutil.copyfile(target, tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+    os.replace(tmp, folder / LAST)
+    sync_folder(folder)
+    for old in step_files(folder)[max(keep, 1) :]:
+        old.unlink(missing_ok=True)
+    return target
+
+
+def sync_folder(folder: Path) -> None:
+    """fsync a directory, so the renames in it survive a power cut (a no-op where directories cannot be opened)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def load_newest(folder: Path, warn=None) -> tuple[Path, dict]:
+    """last.ckpt, or, when it is unreadable, the newest readable step_N.ckpt (``warn`` gets one line saying so)."""
+    folder = Path(folder)
+    last = folder / LAST
+    candidates = [last] + [p for p in step_files(folder) if not (last.exists() and os.path.samefile(p, last))]
+    failures = []
+    for path in candidates:
+        if not path.exists():
+            continue
+        try:
+            state = load_checkpoint(path)
+        except UserError as err:
+            failures.append(str(err))
+            continue
+        if failures and warn is not None:
+            warn(f"warning: {failures[0]}; resuming from {path.name} (step {state['step']}) instead")
+        return path, state
+    if failures:
+        raise UserError(failures[0] if len(failures) == 1 else f"{failures[0]} (and {len(failures) - 1} older checkpoints are unreadable too)")
+    raise UserError(f"{last}: checkpoint not found")

@@ -16,7 +16,7 @@ DESCRIPTION = "dcdgan: compress pix2pix/CycleGAN generators with Discriminator-C
 
 
 def cmd_distill(args: argparse.Namespace) -> int:
-    from dcdgan.checkpoint import check_compatible, load_checkpoint
+    from dcdgan.checkpoint import check_compatible, load_newest
     from dcdgan.config import apply_overrides, config_from_dict, help_text, load_config, to_dict, to_yaml
     from dcdgan.distill import distill
     from dcdgan.runs import default_run_dir, last_checkpoint, require_run_dir
@@ -28,9 +28,9 @@ def cmd_distill(args: argparse.Namespace) -> int:
     if args.resume:
         run_dir = Path(args.resume)
         require_run_dir(run_dir)
-        state = load_checkpoint(last_checkpoint(run_dir))
+        path, state = load_newest(last_checkpoint(run_dir).parent)  # an unreadable newest: the previous one (distill says so)
         cfg = apply_overrides(config_from_dict(state["config"]), overrides)
-        check_compatible(state, to_dict(cfg), last_checkpoint(run_dir))
+        check_compatible(state, to_dict(cfg), path)
     else:
         cfg = load_config(source or "quickstart", overrides)
         run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(cfg)
@@ -59,10 +59,10 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from dcdgan.config import parse_override
-    from dcdgan.evaluate import Segmentation
+    from dcdgan.evaluate import Segmentation, evaluate_run
     from dcdgan.metrics.lpips import load_lpips
     from dcdgan.metrics.segmentation import SegmentationScore, load_segmenter
-    from dcdgan.runs import evaluate_run, format_table, write_report
+    from dcdgan.report import format_table, write_report
 
     segmentation = None
     if args.segmenter:

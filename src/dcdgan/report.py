@@ -1,14 +1,51 @@
-"""report.html of a run: final table, loss and validation curves (PNG, matplotlib), sample grids over training."""
+"""The final table (text and HTML) and report.html of a run: table, loss and validation curves (PNG, matplotlib), sample grids."""
 
 from __future__ import annotations
 
 import html
 import json
+import math
 from collections import defaultdict
 from pathlib import Path
 
 from dcdgan.checkpoint import atomic_write
-from dcdgan.runs import MetricsLog, table_rows
+from dcdgan.runs import MetricsLog
+
+
+def _fmt(value, kind: str) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if kind == "count":
+        return f"{value / 1e6:.3f}M"
+    if kind == "macs":
+        return f"{value / 1e9:.3f}G"
+    if kind == "kid":
+        return f"{value * 1000:.2f}"
+    return f"{value:.3f}" if kind == "ssim" else f"{value:.2f}"
+
+
+COLUMNS = [("params", "params", "count"), ("MACs", "macs", "macs"), ("FID", "fid", "fid"), ("KIDx1e3", "kid_mean", "kid"), ("PSNR", "psnr", "psnr"), ("SSIM", "ssim", "ssim"), ("LPIPS", "lpips", "ssim"), ("mIoU", "miou", "ssim")]
+
+
+def table_rows(metrics: dict) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the final table (only the columns some model has)."""
+    models = metrics["models"]
+    cols = [c for c in COLUMNS if any(m.get(c[1]) is not None for m in models.values())]
+    header = ["model", "step"] + [c[0] for c in cols]
+    labels = {"teacher": "teacher", "student_last": "student (last)", "student_best": "student (best on val)", "exported": "exported"}
+    rows = [[labels.get(n, n), str(m["step"])] + [_fmt(m.get(key), kind) for _, key, kind in cols] for n, m in models.items()]
+    return header, rows
+
+
+def format_table(metrics: dict) -> str:
+    """The final table as aligned text."""
+    header, rows = table_rows(metrics)
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    line = lambda r: "  ".join(v.rjust(w) if i else v.ljust(w) for i, (v, w) in enumerate(zip(r, widths)))  # noqa: E731
+    out = [f"{metrics['split']} split, {metrics['n_images']} images at {metrics['image_size']}px", line(header), line(["-" * w for w in widths])]
+    out += [line(r) for r in rows]
+    out += metrics.get("notes", [])
+    return "\n".join(out)
 
 
 def plot_curves(records: list[dict], out: Path, prefix: str, title: str) -> Path | None:
@@ -39,8 +76,9 @@ def plot_curves(records: list[dict], out: Path, prefix: str, title: str) -> Path
     return out
 
 
-def build_report(run_dir: Path) -> Path:
+def write_report(run_dir: Path) -> Path:
     """Write run_dir/report.html (and the curve PNGs it shows); returns its path."""
+    run_dir = Path(run_dir)
     records = MetricsLog(run_dir / "metrics.jsonl").read()
     train = [r for r in records if "phase" in r]
     loss_png = plot_curves(train, run_dir / "curves_losses.png", "", "training losses")

@@ -11,7 +11,7 @@ from accelerate import Accelerator
 from torch import Tensor, nn
 from torchvision.utils import make_grid, save_image
 
-from dcdgan.evaluate import eval_mode
+from dcdgan.modes import eval_mode
 from dcdgan.viewing import enlarge_tensor
 
 

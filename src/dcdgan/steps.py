@@ -1,10 +1,13 @@
-"""One optimisation step of each kind. The loop in ``distill.py`` decides which runs when."""
+"""One optimisation step of each kind. The loop in ``distill.py`` decides which runs when.
+
+Steps take what they need: the networks, the optimizers, the objective they optimise and an ``Updater``
+(backward and optimizer step the way the run trains). They return the loss terms as detached 0-d tensors:
+reading them (a device sync) is the loop's decision, made on logging steps only.
+"""
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -12,170 +15,223 @@ from accelerate import Accelerator
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
-from dcdgan.config import Config
+from dcdgan.assembly import Networks
+from dcdgan.config import DistillConfig, LossConfig
 from dcdgan.losses import dcd_loss, feature_loss, gan_loss_d, gan_loss_g, style_loss
+from dcdgan.modes import frozen
 from dcdgan.nets import DCDTaps
-from dcdgan.networks import Networks
 from dcdgan.perceptual import VGGPerceptual
 from dcdgan.pool import ImagePool
 from dcdgan.taps import capture
 
+Losses = dict[str, Tensor]
+
 
 @dataclass
-class Training:
-    """What a step needs: config, accelerator, (prepared) networks, optimizers and loss helpers."""
+class Optimizers:
+    """One Adam per group of networks that learns."""
 
-    cfg: Config
-    accelerator: Accelerator
-    nets: Networks
-    opt_disc: Optimizer
-    opt_gen: Optimizer | None  # None: the teacher is pretrained and frozen
-    opt_student: Optimizer | None  # None: method=none
-    taps: DCDTaps | None  # None unless method=dcd
+    disc: Optimizer  # disc_b (and disc_a for CycleGAN)
+    gen: Optimizer | None  # task generator(s); None when the teacher is pretrained and frozen
+    student: Optimizer | None  # student and its DCD connectors; None for method=none
+
+    def named(self) -> dict[str, Optimizer]:
+        """Present optimizers under their checkpoint keys."""
+        present = {"disc": self.disc, "gen": self.gen, "student": self.student}
+        return {name: opt for name, opt in present.items() if opt is not None}
+
+
+@dataclass
+class TaskObjective:
+    """The task's own loss (pix2pix: conditional GAN + L1; CycleGAN: GAN + cycle + identity on pooled fakes)."""
+
+    task: str  # pix2pix or cyclegan
+    loss: LossConfig
+    pool_a: ImagePool
+    pool_b: ImagePool
+
+
+@dataclass
+class StudentObjective:
+    """What the student learns from: VGG style/feature losses (or their pixel stand-in), DCD, an optional GAN term."""
+
+    weights: DistillConfig
+    gan_mode: str
+    conditional: bool  # pix2pix: the discriminator reads cat(A, image)
     vgg: VGGPerceptual | None
     pixel_weight: float  # L1 to the teacher output: the weight-free stand-in for the VGG losses (0 when VGG is used)
-    pool_a: ImagePool | None = None
-    pool_b: ImagePool | None = None
+    taps: DCDTaps | None  # None unless method=dcd
+
+
+class NonFiniteUpdate(RuntimeError):
+    """An update's loss was NaN/Inf (skip mode): the update was not applied."""
+
+    def __init__(self, terms: list[str]):
+        super().__init__(", ".join(terms))
+        self.terms = terms
+
+
+class Updater:
+    """Applies updates the way the run trains: Accelerate's backward (loss scaling, DDP gradient averaging), and in
+    ``skip`` mode a finiteness check before anything changes, agreed by all processes."""
+
+    def __init__(self, accelerator: Accelerator, skip_nonfinite: bool = False):
+        self.accelerator = accelerator
+        self.skip_nonfinite = skip_nonfinite
+        self._applied: Losses = {}
+
+    def applied(self) -> Losses:
+        """The weighted loss terms of every update since the last call (detached, on the device; no sync)."""
+        terms, self._applied = self._applied, {}
+        return terms
+
+    def autocast(self):
+        """The mixed-precision context for a forward pass (prepared networks carry it already; bare ones need it)."""
+        return self.accelerator.autocast()
 
     def unwrap(self, net: nn.Module) -> nn.Module:
-        """The bare module (hooks and state dicts go on it, never on a DDP/compile wrapper)."""
+        """The bare module (hooks, frozen reads and state dicts go on it, never on a DDP/compile wrapper)."""
         return self.accelerator.unwrap_model(net)
 
+    def __call__(self, optimizer: Optimizer, terms: Losses) -> None:
+        """zero_grad, backward of the summed terms (with Accelerate's scaling), step."""
+        if self.skip_nonfinite:
+            self.check_finite(terms)
+        self._applied.update({name: value.detach().float() for name, value in terms.items()})
+        optimizer.zero_grad(set_to_none=True)
+        self.accelerator.backward(sum(terms.values()))
+        optimizer.step()
 
-@contextmanager
-def frozen(*nets: nn.Module | None) -> Iterator[None]:
-    """No gradients reach these networks inside the block; each parameter's previous flag is restored after."""
-    params = [p for n in nets if n is not None for p in n.parameters()]
-    flags = [p.requires_grad for p in params]
-    for p in params:
-        p.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for p, flag in zip(params, flags):
-            p.requires_grad_(flag)
-
-
-def step(optimizer: Optimizer, loss: Tensor, accelerator: Accelerator) -> None:
-    """zero_grad, backward (with Accelerate's scaling), step."""
-    optimizer.zero_grad(set_to_none=True)
-    accelerator.backward(loss)
-    optimizer.step()
+    def check_finite(self, terms: Losses) -> None:
+        """Raise NonFiniteUpdate when any term is NaN/Inf on any process (one sync, one tiny all-reduce)."""
+        values = torch.stack([v.detach().float() for v in terms.values()])
+        bad = (~torch.isfinite(values)).float()
+        if self.accelerator.num_processes > 1:
+            bad = self.accelerator.reduce(bad, "sum")
+        if bad.any():
+            raise NonFiniteUpdate([name for name, flag in zip(terms, bad.tolist()) if flag])
 
 
-def conditional(cfg: Config, real_a: Tensor, image: Tensor) -> Tensor:
-    """Discriminator input: cat(A, image) for the conditional pix2pix D, the image alone for CycleGAN."""
-    return torch.cat([real_a, image], 1) if cfg.task == "pix2pix" else image
-
-
-def generate(t: Training, gen: nn.Module, real_a: Tensor, taps: tuple[str, ...], grad: bool) -> tuple[Tensor, dict[str, Tensor]]:
+def generate(up: Updater, gen: nn.Module, real_a: Tensor, taps: tuple[str, ...], grad: bool) -> tuple[Tensor, dict[str, Tensor]]:
     """gen(real_a) and the activations at ``taps`` of that forward."""
-    with torch.set_grad_enabled(grad), capture(t.unwrap(gen), list(taps), "teacher generator") as feats:
+    with torch.set_grad_enabled(grad), up.autocast(), capture(up.unwrap(gen), list(taps), "teacher generator") as feats:
         out = gen(real_a)
-    return out, dict(feats)
+    return out.float(), dict(feats)
+
+
+def detached(losses: Losses) -> Losses:
+    """Loss terms for logging: detached 0-d fp32 tensors (still on the device)."""
+    return {name: value.detach().float() for name, value in losses.items()}
 
 
 # ---------------------------------------------------------------- the step kinds the plan schedules
 
 
-def joint_step(t: Training, batch: dict, update_task: bool) -> dict[str, float]:
+def joint_step(up: Updater, nets: Networks, opts: Optimizers, task: TaskObjective, student: StudentObjective, batch: dict, update_task: bool) -> Losses:
     """Teacher forward on the batch; maybe a task update; then a student update from the pre-update teacher output."""
     real_a, real_b = batch["A"], batch["B"]
-    taps = t.taps.teacher if t.taps else ()
-    fake_b, feats = generate(t, t.nets.gen_ab, real_a, taps, grad=update_task and t.opt_gen is not None)
-    losses = task_update(t, real_a, real_b, fake_b) if update_task else {}
-    return losses | student_update(t, real_a, fake_b.detach(), {k: v.detach() for k, v in feats.items()})
+    taps = student.taps.teacher if student.taps else ()
+    fake_b, feats = generate(up, nets.teacher, real_a, taps, grad=update_task and opts.gen is not None)
+    losses = task_update(up, nets, opts, task, real_a, real_b, fake_b) if update_task else {}
+    return losses | student_update(up, nets, opts.student, student, real_a, fake_b.detach(), {k: v.detach() for k, v in feats.items()})
 
 
-def task_step(t: Training, batch: dict) -> dict[str, float]:
+def task_step(up: Updater, nets: Networks, opts: Optimizers, task: TaskObjective, batch: dict) -> Losses:
     """Task networks only: the burst schedule's teacher epochs, or the whole of method=none."""
-    fake_b, _ = generate(t, t.nets.gen_ab, batch["A"], (), grad=t.opt_gen is not None)
-    return task_update(t, batch["A"], batch["B"], fake_b)
+    fake_b, _ = generate(up, nets.task_generator, batch["A"], (), grad=opts.gen is not None)
+    return task_update(up, nets, opts, task, batch["A"], batch["B"], fake_b)
 
 
-def burst_student_step(t: Training, batch: dict) -> dict[str, float]:
+def burst_student_step(up: Updater, nets: Networks, opts: Optimizers, student: StudentObjective, batch: dict) -> Losses:
     """Student update against the frozen teacher snapshot and the latest discriminator (burst schedule)."""
     real_a = batch["A"]
-    taps = t.taps.teacher if t.taps else ()
-    fake_b, feats = generate(t, t.nets.snapshot, real_a, taps, grad=False)
-    return student_update(t, real_a, fake_b, feats)
+    taps = student.taps.teacher if student.taps else ()
+    fake_b, feats = generate(up, nets.snapshot, real_a, taps, grad=False)
+    return student_update(up, nets, opts.student, student, real_a, fake_b, feats)
 
 
 # ---------------------------------------------------------------- updates
 
 
-def task_update(t: Training, real_a: Tensor, real_b: Tensor, fake_b: Tensor) -> dict[str, float]:
+def task_update(up: Updater, nets: Networks, opts: Optimizers, task: TaskObjective, real_a: Tensor, real_b: Tensor, fake_b: Tensor) -> Losses:
     """One update of the task networks with the task's own objective."""
-    if t.cfg.task == "pix2pix":
-        return pix2pix_update(t, real_a, real_b, fake_b)
-    return cyclegan_update(t, real_a, real_b, fake_b)
+    if task.task == "pix2pix":
+        return pix2pix_update(up, nets.disc_b, opts, task.loss, real_a, real_b, fake_b)
+    return cyclegan_update(up, nets, opts, task, real_a, real_b, fake_b)
 
 
-def pix2pix_update(t: Training, real_a: Tensor, real_b: Tensor, fake_b: Tensor) -> dict[str, float]:
+def pix2pix_update(up: Updater, disc: nn.Module, opts: Optimizers, loss: LossConfig, real_a: Tensor, real_b: Tensor, fake_b: Tensor) -> Losses:
     """Discriminator on real vs fake pairs, then the generator: GAN + lambda_recon * L1 (a frozen teacher is skipped)."""
-    nets, cfg = t.nets, t.cfg
-    mode = cfg.loss.gan_mode
-    loss_d = gan_loss_d(nets.disc_b(torch.cat([real_a, real_b], 1)), nets.disc_b(torch.cat([real_a, fake_b.detach()], 1)), mode)
-    step(t.opt_disc, loss_d, t.accelerator)
-    losses = {"D": loss_d.item()}
-    if t.opt_gen is None:
-        return losses
-    with frozen(nets.disc_b):
-        loss_gan = gan_loss_g(nets.disc_b(torch.cat([real_a, fake_b], 1)), mode)
+    mode = loss.gan_mode
+    loss_d = gan_loss_d(disc(torch.cat([real_a, real_b], 1)), disc(torch.cat([real_a, fake_b.detach()], 1)), mode)
+    up(opts.disc, {"D": loss_d})
+    if opts.gen is None:
+        return detached({"D": loss_d})
+    bare = up.unwrap(disc)  # frozen reads go around DDP: it would wait for gradients that never come
+    with frozen(bare):
+        loss_gan = gan_loss_g(bare(torch.cat([real_a, fake_b], 1)).float(), mode)
         loss_l1 = F.l1_loss(fake_b, real_b)
-        step(t.opt_gen, loss_gan + cfg.loss.lambda_recon * loss_l1, t.accelerator)
-    return losses | {"G_gan": loss_gan.item(), "G_L1": loss_l1.item()}
+        up(opts.gen, {"G_gan": loss_gan, "G_L1": loss.lambda_recon * loss_l1})
+    return detached({"D": loss_d, "G_gan": loss_gan, "G_L1": loss_l1})
 
 
-def cyclegan_update(t: Training, real_a: Tensor, real_b: Tensor, fake_b: Tensor) -> dict[str, float]:
+def cyclegan_update(up: Updater, nets: Networks, opts: Optimizers, task: TaskObjective, real_a: Tensor, real_b: Tensor, fake_b: Tensor) -> Losses:
     """Both generators (GAN + cycle + identity) with the discriminators frozen, then both discriminators on pooled fakes."""
-    nets, c = t.nets, t.cfg.loss
-    mode = c.gan_mode
+    c, mode = task.loss, task.loss.gan_mode
     if nets.gen_ba is None:  # pretrained, frozen teacher: only the discriminator of B learns
-        loss_d_b = gan_loss_d(nets.disc_b(real_b), nets.disc_b(t.pool_b.query(fake_b)), mode)
-        step(t.opt_disc, loss_d_b, t.accelerator)
-        return {"D_B": loss_d_b.item()}
-    with frozen(nets.disc_a, nets.disc_b):
-        fake_a = nets.gen_ba(real_b)
-        gan_ab = gan_loss_g(nets.disc_b(fake_b), mode)
-        gan_ba = gan_loss_g(nets.disc_a(fake_a), mode)
-        cycle = F.l1_loss(nets.gen_ba(fake_b), real_a) + F.l1_loss(nets.gen_ab(fake_a), real_b)
-        loss_g = gan_ab + gan_ba + c.lambda_cycle * cycle
-        losses = {"G_gan_AB": gan_ab.item(), "G_gan_BA": gan_ba.item(), "G_cycle": cycle.item()}
+        loss_d_b = gan_loss_d(nets.disc_b(real_b), nets.disc_b(task.pool_b.query(fake_b)), mode)
+        up(opts.disc, {"D_B": loss_d_b})
+        return detached({"D_B": loss_d_b})
+    gen_ab, gen_ba = nets.task_generator, nets.gen_ba
+    disc_a, disc_b = up.unwrap(nets.disc_a), up.unwrap(nets.disc_b)
+    with frozen(disc_a, disc_b):
+        fake_a = gen_ba(real_b)
+        gan_ab = gan_loss_g(disc_b(fake_b).float(), mode)
+        gan_ba = gan_loss_g(disc_a(fake_a).float(), mode)
+        cycle = F.l1_loss(gen_ba(fake_b), real_a) + F.l1_loss(gen_ab(fake_a), real_b)
+        terms = {"G_gan_AB": gan_ab, "G_gan_BA": gan_ba, "G_cycle": c.lambda_cycle * cycle}
+        losses = {"G_gan_AB": gan_ab, "G_gan_BA": gan_ba, "G_cycle": cycle}
         if c.lambda_identity > 0:
-            identity = F.l1_loss(nets.gen_ab(real_b), real_b) + F.l1_loss(nets.gen_ba(real_a), real_a)
-            loss_g = loss_g + c.lambda_cycle * c.lambda_identity * identity
-            losses["G_idt"] = identity.item()
-        step(t.opt_gen, loss_g, t.accelerator)
-    loss_d_b = gan_loss_d(nets.disc_b(real_b), nets.disc_b(t.pool_b.query(fake_b)), mode)
-    loss_d_a = gan_loss_d(nets.disc_a(real_a), nets.disc_a(t.pool_a.query(fake_a)), mode)
-    step(t.opt_disc, loss_d_a + loss_d_b, t.accelerator)
-    return losses | {"D_A": loss_d_a.item(), "D_B": loss_d_b.item()}
+            identity = F.l1_loss(gen_ab(real_b), real_b) + F.l1_loss(gen_ba(real_a), real_a)
+            terms["G_idt"] = c.lambda_cycle * c.lambda_identity * identity
+            losses["G_idt"] = identity
+        up(opts.gen, terms)
+    loss_d_b = gan_loss_d(nets.disc_b(real_b), nets.disc_b(task.pool_b.query(fake_b)), mode)
+    loss_d_a = gan_loss_d(nets.disc_a(real_a), nets.disc_a(task.pool_a.query(fake_a)), mode)
+    up(opts.disc, {"D_A": loss_d_a, "D_B": loss_d_b})
+    return detached(losses | {"D_A": loss_d_a, "D_B": loss_d_b})
 
 
-def student_update(t: Training, real_a: Tensor, teacher_out: Tensor, teacher_feats: dict[str, Tensor]) -> dict[str, float]:
+def student_update(
+    up: Updater, nets: Networks, opt: Optimizer | None, objective: StudentObjective, real_a: Tensor, teacher_out: Tensor, teacher_feats: dict[str, Tensor]
+) -> Losses:
     """Student (and its connectors): VGG style + feature to the teacher output, DCD through the frozen discriminator."""
-    nets, d = t.nets, t.cfg.distill
-    if t.opt_student is None:
+    if opt is None:
         return {}
-    with frozen(nets.disc_b), t.accelerator.autocast():
-        student_taps = list(t.taps.student) if t.taps else []
-        with capture(t.unwrap(nets.student), student_taps, "student generator") as student_feats:
-            student_out = nets.student(real_a)
-        terms: dict[str, Tensor] = {}
-        if t.vgg is not None:
-            with torch.no_grad():
-                vgg_teacher = t.vgg(teacher_out)
-            vgg_student = t.vgg(student_out)
-            terms["style"] = d.lambda_style * style_loss(vgg_student, vgg_teacher)
-            terms["feat"] = d.lambda_feat * feature_loss(vgg_student[1], vgg_teacher[1])
-        if t.pixel_weight > 0:
-            terms["pixel"] = t.pixel_weight * F.l1_loss(student_out, teacher_out)
-        if t.taps is not None:
-            projections = nets.projector(teacher_feats, student_feats)
-            terms["dcd"] = d.lambda_dcd * dcd_loss(t.unwrap(nets.disc_b), t.taps.disc, projections)
+    d = objective.weights
+    disc = up.unwrap(nets.disc_b)
+    with frozen(disc):
+        student_taps = list(objective.taps.student) if objective.taps else []
+        with up.autocast(), capture(up.unwrap(nets.student), student_taps, "student generator") as student_feats:
+            student_out = nets.student(real_a).float()
+        terms: Losses = {}
+        if objective.vgg is not None:
+            with torch.no_grad(), up.autocast():
+                vgg_teacher = objective.vgg(teacher_out)
+            with up.autocast():
+                vgg_student = objective.vgg(student_out)
+            terms["S_style"] = d.lambda_style * style_loss(vgg_student, vgg_teacher)
+            terms["S_feat"] = d.lambda_feat * feature_loss(vgg_student[1].float(), vgg_teacher[1].float())
+        if objective.pixel_weight > 0:
+            terms["S_pixel"] = objective.pixel_weight * F.l1_loss(student_out, teacher_out)
+        if objective.taps is not None:
+            with up.autocast():  # the connectors and the discriminator reads are forward passes
+                projections = nets.projector(teacher_feats, student_feats)
+                terms["S_dcd"] = d.lambda_dcd * dcd_loss(disc, objective.taps.disc, projections).float()
         if d.student_gan_weight > 0:
-            pred = nets.disc_b(conditional(t.cfg, real_a, student_out))
-            terms["gan"] = d.student_gan_weight * gan_loss_g(pred, t.cfg.loss.gan_mode)
-        step(t.opt_student, sum(terms.values()), t.accelerator)
-    return {f"S_{name}": value.item() for name, value in terms.items()}
+            image = torch.cat([real_a, student_out], 1) if objective.conditional else student_out
+            with up.autocast():
+                pred = disc(image)
+            terms["S_gan"] = d.student_gan_weight * gan_loss_g(pred.float(), objective.gan_mode)
+        up(opt, terms)
+    return detached(terms)

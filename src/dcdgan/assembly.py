@@ -1,22 +1,23 @@
-"""The networks of a run, built from its config.
+"""The networks of a run, built from its config (the assembly; the architectures themselves live in ``nets/``).
 
 Distillation (omgd, dcd): the task networks (teacher generator(s) and discriminator(s)) train with the
 task objective while the student learns from them. ``method: none`` builds the task networks at the
-student's size and trains them alone: that generator is then the student (the baseline).
+student's size and trains them alone: that A->B generator is the baseline, the run's deliverable.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
+from typing import Callable
 
 import torch
 from torch import nn
 
 from dcdgan.config import Config
 from dcdgan.errors import UserError
-from dcdgan.evaluate import eval_mode
 from dcdgan.losses import dcd_loss
+from dcdgan.modes import eval_mode
 from dcdgan.nets import DCDProjector, DCDTaps, GeneratorSpec, build_discriminator, build_generator
 from dcdgan.taps import capture, tap_channels
 from dcdgan.weights import load_weights_into
@@ -24,27 +25,35 @@ from dcdgan.weights import load_weights_into
 
 @dataclass
 class Networks:
-    gen_ab: nn.Module  # A->B task generator: the teacher, or the student itself when method=none
-    disc_b: nn.Module  # judges B images (conditioned on A for pix2pix); the DCD discriminator
-    gen_ba: nn.Module | None = None  # CycleGAN B->A (absent with a pretrained teacher)
-    disc_a: nn.Module | None = None  # CycleGAN: judges A images
-    student: nn.Module | None = None
-    projector: DCDProjector | None = None  # DCD connectors, teacher and student side
-    snapshot: nn.Module | None = None  # burst schedule: the teacher generator the student learns from
+    """Every network of a run; each field means one thing, absent ones are None."""
 
-    def named(self) -> dict[str, nn.Module]:
-        """Present networks by name (checkpoint keys)."""
-        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
+    disc_b: nn.Module  # judges B images (conditioned on A for pix2pix); the DCD discriminator
+    teacher: nn.Module | None = None  # A->B teacher generator (omgd/dcd); frozen when pretrained
+    baseline: nn.Module | None = None  # method=none: the student-sized A->B generator trained alone on the task losses
+    student: nn.Module | None = None  # the distilled A->B student (omgd/dcd)
+    gen_ba: nn.Module | None = None  # CycleGAN B->A generator, trained beside the A->B one (absent with a pretrained teacher)
+    disc_a: nn.Module | None = None  # CycleGAN: judges A images
+    projector: DCDProjector | None = None  # DCD connectors, teacher and student side
+    snapshot: nn.Module | None = None  # burst schedule: the frozen teacher copy the student learns from
+
+    @property
+    def task_generator(self) -> nn.Module:
+        """The A->B generator the task objective trains: the teacher, or the baseline when method=none."""
+        return self.teacher if self.teacher is not None else self.baseline
 
     @property
     def deliverable(self) -> nn.Module:
-        """The compressed generator this run produces."""
-        return self.student if self.student is not None else self.gen_ab
+        """The compressed generator this run produces: the student, or the baseline when method=none."""
+        return self.student if self.student is not None else self.baseline
 
-    @property
-    def teacher(self) -> nn.Module | None:
-        """The A->B teacher generator (None for method=none)."""
-        return None if self.student is None else self.gen_ab
+    def named(self) -> dict[str, nn.Module]:
+        """Present networks under their checkpoint keys ("gen_ab" is the task generator: teacher or baseline)."""
+        names = {"teacher": "gen_ab", "baseline": "gen_ab"}
+        return {names.get(f.name, f.name): getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
+
+    def map(self, fn: Callable[[nn.Module], nn.Module]) -> "Networks":
+        """A copy with ``fn`` applied to every present network (device placement, DDP wrapping)."""
+        return replace(self, **{f.name: fn(getattr(self, f.name)) for f in fields(self) if getattr(self, f.name) is not None})
 
 
 def teacher_spec(cfg: Config) -> GeneratorSpec:
@@ -85,11 +94,15 @@ def pretrained_teacher(cfg: Config) -> bool:
 def build_networks(cfg: Config) -> Networks:
     """Initialised networks on CPU (seed first for reproducible weights)."""
     m, d = cfg.model, cfg.data
-    gen_ab = build_generator(teacher_spec(cfg))
-    nets = Networks(gen_ab=gen_ab, disc_b=build_discriminator(disc_channels(cfg), m.ndf, m.n_layers_D))
+    task_gen = build_generator(teacher_spec(cfg))
+    nets = Networks(disc_b=build_discriminator(disc_channels(cfg), m.ndf, m.n_layers_D))
+    if cfg.distill.method == "none":
+        nets.baseline = task_gen
+    else:
+        nets.teacher = task_gen
     if pretrained_teacher(cfg):
-        load_weights_into(gen_ab, m.teacher_weights)
-        gen_ab.eval().requires_grad_(False)
+        load_weights_into(task_gen, m.teacher_weights)
+        task_gen.eval().requires_grad_(False)
     elif cfg.task == "cyclegan":
         ba = dataclasses.replace(teacher_spec(cfg), input_nc=d.output_nc, output_nc=d.input_nc)
         nets.gen_ba = build_generator(ba)
@@ -102,14 +115,14 @@ def build_networks(cfg: Config) -> Networks:
     if uses_dcd(cfg):
         taps = dcd_taps(cfg)
         shape = (1, d.input_nc, d.crop_size, d.crop_size)
-        t_ch = tap_channels(nets.gen_ab, list(taps.teacher), shape, "teacher generator")
+        t_ch = tap_channels(nets.teacher, list(taps.teacher), shape, "teacher generator")
         s_ch = tap_channels(nets.student, list(taps.student), shape, "student generator")
         # Reference CycleGAN keeps the teacher projections at their random init (train_teacher_connectors=false).
         nets.projector = DCDProjector(taps, t_ch, s_ch, disc_channels(cfg), cfg.distill.train_teacher_connectors)
         check_dcd_geometry(cfg, nets)
     if cfg.distill.schedule == "burst":
         nets.snapshot = build_generator(teacher_spec(cfg)).eval().requires_grad_(False)
-        nets.snapshot.load_state_dict(gen_ab.state_dict())
+        nets.snapshot.load_state_dict(task_gen.state_dict())
     return nets
 
 
@@ -117,7 +130,7 @@ def check_generator_geometry(cfg: Config, nets: Networks) -> None:
     """Generators must return images of the input's size (pix2pix/U-Net need multiples of 4 / 2^depth)."""
     size = cfg.data.crop_size
     x = torch.zeros(1, cfg.data.input_nc, size, size)
-    for name, net in (("teacher", nets.gen_ab), ("student", nets.student)):
+    for name, net in (("teacher", nets.teacher), ("student", nets.student)):
         try:
             with torch.no_grad(), eval_mode(net):
                 out = net(x)
@@ -132,9 +145,9 @@ def check_dcd_geometry(cfg: Config, nets: Networks) -> None:
     size = cfg.data.crop_size
     taps = dcd_taps(cfg)
     x = torch.zeros(1, cfg.data.input_nc, size, size)
-    with torch.no_grad(), eval_mode(nets.gen_ab, nets.student, nets.disc_b, nets.projector):
-        with capture(nets.gen_ab, list(taps.teacher), "teacher generator") as t_feats:
-            nets.gen_ab(x)
+    with torch.no_grad(), eval_mode(nets.teacher, nets.student, nets.disc_b, nets.projector):
+        with capture(nets.teacher, list(taps.teacher), "teacher generator") as t_feats:
+            nets.teacher(x)
         with capture(nets.student, list(taps.student), "student generator") as s_feats:
             nets.student(x)
         try:

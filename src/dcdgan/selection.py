@@ -1,0 +1,104 @@
+"""Model selection during training: which metric, the validation scores so far, and the best student and teacher.
+
+Scores are computed once, on the main process, and broadcast, so every process agrees on ``best`` and on the
+burst schedule's teacher snapshot.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import broadcast_object_list
+from torch import nn
+
+from dcdgan.config import Config
+from dcdgan.data import DataRoot
+from dcdgan.evaluate import reference_stats, validation_score
+from dcdgan.metrics.fid import ReferenceStats
+from dcdgan.metrics.inception import FIDInception, inception_available, load_inception
+
+
+def choose_metric(cfg: Config) -> str | None:
+    """The validation metric: FID when its weights are at hand (or asked for), else L1 when a target exists."""
+    metric = cfg.eval.metric
+    if metric == "auto":
+        metric = "fid" if inception_available(cfg.eval.inception) else "l1"
+    if metric == "l1" and cfg.data.mode == "unpaired" and cfg.distill.method == "none":
+        return None  # no ground truth and no teacher: nothing to compare against without FID
+    return metric
+
+
+@dataclass
+class Selection:
+    """Model-selection state: validation metric and the best scores so far (lower is better)."""
+
+    metric: str | None  # "fid", "l1" or None when nothing can be measured
+    best_score: float | None = None
+    best_step: int | None = None
+    teacher_best_score: float | None = None
+    teacher_best_step: int | None = None
+    history: list[dict] = field(default_factory=list)
+
+    def state(self) -> dict:
+        """Checkpoint form."""
+        return dict(vars(self))
+
+    def load(self, saved: dict) -> None:
+        """Continue from a checkpoint's selection state (kept only when it was made with the same metric)."""
+        if saved["metric"] == self.metric:
+            for key, value in saved.items():
+                setattr(self, key, value)
+
+    def improves(self, score: float) -> bool:
+        """Whether a student score beats the best so far."""
+        return self.best_score is None or score < self.best_score
+
+    def teacher_improves(self, score: float) -> bool:
+        """Whether a teacher score beats the teacher's best so far."""
+        return self.teacher_best_score is None or score < self.teacher_best_score
+
+
+class Validator:
+    """Scores a generator on the validation split: computed on the main process, the number broadcast to all."""
+
+    def __init__(self, cfg: Config, data: DataRoot, accelerator: Accelerator, metric: str | None, run_dir, quiet: bool):
+        self.cfg, self.data, self.accelerator, self.metric = cfg, data, accelerator, metric
+        self.split = cfg.data.val_split
+        self.unpaired = cfg.data.mode == "unpaired"
+        self.inception: FIDInception | None = None
+        self.reference: ReferenceStats | None = None
+        if metric == "fid" and accelerator.is_main_process:  # the statistics, like every score, exist on rank 0 only
+            self.inception = load_inception(cfg.eval.inception).to(accelerator.device)
+            self.reference = reference_stats(run_dir, data, self.split, self.inception, cfg.eval.batch_size, cfg.eval.max_images, quiet)
+
+    def teacher_metric(self) -> str | None:
+        """The metric a teacher can be scored with (an unpaired teacher has no L1 target)."""
+        return None if self.unpaired and self.metric == "l1" else self.metric
+
+    def score_student(self, student: nn.Module, teacher: nn.Module | None) -> float:
+        """The deliverable's score with the run's metric (unpaired L1 compares with ``teacher``'s output)."""
+        return self._score(student, self.metric, teacher if self.unpaired and self.metric == "l1" else None)
+
+    def score_teacher(self, teacher: nn.Module) -> float:
+        """The teacher's score with ``teacher_metric()`` (call only when it is not None)."""
+        return self._score(teacher, self.teacher_metric(), None)
+
+    def _score(self, gen: nn.Module, metric: str, l1_reference: nn.Module | None) -> float:
+        """Lower-is-better score, computed on the main process and broadcast to every process."""
+        result = [None]
+        if self.accelerator.is_main_process:
+            unwrap = self.accelerator.unwrap_model
+            reference = unwrap(l1_reference) if l1_reference is not None else None
+            result[0] = validation_score(unwrap(gen), self.data, self.split, metric, self.accelerator.device, self.cfg.eval,
+                                         self.inception, self.reference, teacher=reference)
+        if self.accelerator.num_processes > 1:
+            broadcast_object_list(result, from_process=0)
+        return float(result[0])
+
+
+def copy_into(target: nn.Module, source: nn.Module) -> None:
+    """Load ``source``'s weights into ``target`` (the burst snapshot), without tracking gradients."""
+    with torch.no_grad():
+        target.load_state_dict(source.state_dict())

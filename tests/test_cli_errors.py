@@ -1,0 +1,69 @@
+"""Bad input through the CLI: exit code 2 and one line on stderr naming the file or key and the problem."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from conftest import TINY_RUN
+
+from dcdgan.cli import main
+
+
+def one_line_error(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "Traceback" not in err, err
+    return err
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory) -> Path:
+    """One step of paired DCD on 8 training pairs."""
+    run = tmp_path_factory.mktemp("cli") / "run"
+    assert main(["distill", "quickstart", *TINY_RUN, "data.max_train_images=8", "train.max_steps=1", "--run-dir", str(run), "--quiet"]) == 0
+    return run
+
+
+def test_resume_of_a_folder_without_a_checkpoint(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert main(["distill", "--resume", str(tmp_path / "empty")]) == 2
+    expected = f"dcdgan distill: error: {tmp_path / 'empty'}: not a dcdgan run directory (no checkpoints/last.ckpt); start a new run without --resume"
+    assert one_line_error(capsys) == expected
+
+
+def test_resume_with_other_data(small_run, capsys, offline):
+    assert main(["distill", "--resume", str(small_run), "data.max_train_images=6", "train.max_steps=2", "--quiet"]) == 2
+    assert "the training set has 6 items but the checkpoint was made with 8; resume needs the same data" in one_line_error(capsys)
+
+
+def test_resume_with_other_networks(small_run, capsys, offline):
+    assert main(["distill", "--resume", str(small_run), "distill.method=omgd", "distill.lambda_style=0", "distill.student_gan_weight=1",
+                 "train.max_steps=2", "--quiet"]) == 2
+    err = one_line_error(capsys)
+    assert "checkpoint networks ['disc_b', 'gen_ab', 'projector', 'student'] do not match this config's ['disc_b', 'gen_ab', 'student']" in err
+
+
+def test_resume_with_other_network_sizes(small_run, capsys, offline):
+    assert main(["distill", "--resume", str(small_run), "model.student_ngf=8", "train.max_steps=2", "--quiet"]) == 2
+    err = one_line_error(capsys)
+    ckpt = small_run / "checkpoints" / "last.ckpt"
+    assert err.startswith(f"dcdgan distill: error: {ckpt}: the stored student does not fit this config's network (size mismatch for model.1.weight")
+
+
+def test_student_without_any_loss(tmp_path, capsys, offline):
+    args = ["distill", "quickstart", *TINY_RUN, "distill.method=omgd", "train.max_steps=1", "--run-dir", str(tmp_path / "r"), "--quiet"]
+    assert main(args) == 2  # omgd without VGG (perceptual.weights=none), no DCD, no GAN term: nothing to learn from
+    assert one_line_error(capsys) == (
+        "dcdgan distill: error: the student has no loss: enable VGG (distill.lambda_style/lambda_feat), dcd, or distill.student_gan_weight"
+    )
+
+
+def test_segmenter_without_labels(small_run, tmp_path, capsys):
+    assert main(["eval", str(small_run), "--no-fid", "--segmenter", str(tmp_path / "seg.pt")]) == 2
+    assert one_line_error(capsys) == "dcdgan eval: error: --segmenter needs --labels DIR (integer label maps named like the test images)"
+
+
+def test_stats_on_a_missing_folder(tmp_path, capsys, tiny_inception):
+    assert main(["stats", str(tmp_path / "nowhere"), "--out", str(tmp_path / "ref.npz"), "--inception", str(tiny_inception)]) == 2
+    assert one_line_error(capsys) == f"dcdgan stats: error: {tmp_path / 'nowhere'}: folder not found"
+    assert not (tmp_path / "ref.npz").exists()

@@ -1,0 +1,240 @@
+"""The training loop: exact resume with dropout, rotating checkpoints and their fallback, numerical faults,
+mixed precision, and which generators a run delivers."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from dcdgan.checkpoint import load_checkpoint, load_newest, rank_state, restore_run, run_state, save_rotating, step_files
+from dcdgan.cli import main
+from dcdgan.errors import UserError
+from dcdgan.pool import ImagePool
+
+TINY = [
+    "model.teacher_ngf=8",
+    "model.student_ngf=4",
+    "model.ndf=8",
+    "perceptual.weights=none",
+    "eval.final=false",
+    "eval.max_images=8",
+    "train.log_every=1",
+    "train.sample_every=0",
+    "train.checkpoint_every=0",
+]
+
+
+def distill(tmp_path: Path, name: str, *overrides: str, recipe: str = "quickstart") -> Path:
+    run_dir = tmp_path / name
+    assert main(["distill", recipe, *TINY, *overrides, "--run-dir", str(run_dir), "--quiet"]) == 0
+    return run_dir
+
+
+def resume(run_dir: Path, *overrides: str) -> int:
+    return main(["distill", "--resume", str(run_dir), *overrides, "--quiet"])
+
+
+def records(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def train_records(run_dir: Path) -> list[dict]:
+    return [r for r in records(run_dir) if "phase" in r]
+
+
+def same_networks(a: Path, b: Path) -> None:
+    sa, sb = load_checkpoint(a)["networks"], load_checkpoint(b)["networks"]
+    assert set(sa) == set(sb)
+    for net, state in sa.items():
+        for key, value in state.items():
+            assert torch.equal(value, sb[net][key]), f"{net}.{key}"
+
+
+# ---------------------------------------------------------------- resume
+
+
+def test_resume_is_exact_with_dropout(tmp_path, offline):
+    """Dropout draws from the global RNG every step: the RNG must be restored after every iterator exists."""
+    straight = distill(tmp_path, "straight", "model.teacher_dropout=0.5", "model.student_dropout=0.5", "train.max_steps=4")
+    first = distill(tmp_path, "resumed", "model.teacher_dropout=0.5", "model.student_dropout=0.5", "train.max_steps=2")
+    assert resume(first, "train.max_steps=4") == 0
+    assert train_records(first) == train_records(straight)
+    same_networks(straight / "checkpoints" / "last.ckpt", first / "checkpoints" / "last.ckpt")
+
+
+# ---------------------------------------------------------------- rotating checkpoints
+
+
+def test_rotation_keeps_the_newest_and_last_is_the_newest(tmp_path):
+    for step in range(1, 6):
+        save_rotating(tmp_path, step, {"step": step, "w": torch.full((3,), float(step))}, keep=3)
+    assert [p.name for p in step_files(tmp_path)] == ["step_00000005.ckpt", "step_00000004.ckpt", "step_00000003.ckpt"]
+    assert load_checkpoint(tmp_path / "last.ckpt")["step"] == 5
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_corrupt_newest_checkpoint_falls_back_with_one_line(tmp_path):
+    for step in (1, 2, 3):
+        save_rotating(tmp_path, step, {"step": step, "w": torch.zeros(1000)}, keep=3)
+    newest = tmp_path / "step_00000003.ckpt"
+    newest.write_bytes(newest.read_bytes()[:300])  # last.ckpt is the same file: both are now truncated
+    lines: list[str] = []
+    path, state = load_newest(tmp_path, lines.append)
+    assert path.name == "step_00000002.ckpt" and state["step"] == 2
+    assert len(lines) == 1 and "last.ckpt: not a readable dcdgan checkpoint" in lines[0] and "resuming from step_00000002.ckpt (step 2)" in lines[0]
+    for p in tmp_path.glob("step_*.ckpt"):
+        p.write_bytes(b"garbage")
+    with pytest.raises(UserError, match="last.ckpt: not a readable dcdgan checkpoint"):
+        load_newest(tmp_path)
+
+
+def test_resume_from_a_corrupt_last_checkpoint_continues_from_the_previous(tmp_path, offline, capsys):
+    run = distill(tmp_path, "run", "train.max_steps=3", "train.checkpoint_every=1")
+    assert [p.name for p in step_files(run / "checkpoints")] == ["step_00000003.ckpt", "step_00000002.ckpt", "step_00000001.ckpt"]
+    last = run / "checkpoints" / "last.ckpt"
+    last.write_bytes(last.read_bytes()[:1000])
+    capsys.readouterr()
+    assert resume(run, "train.max_steps=4") == 0
+    out = capsys.readouterr().out
+    assert "resuming from step_00000002.ckpt (step 2) instead" in out and "resumed" in out
+    assert load_checkpoint(last)["step"] == 4
+    assert [r["step"] for r in train_records(run)] == [1, 2, 3, 4]
+
+
+def test_checkpoint_holds_world_size_every_rank_and_the_loss_scaler(tmp_path):
+    """run_state/restore_run: per-rank RNG and pools, the GradScaler state, and a one-line refusal on another world size."""
+    net = torch.nn.Linear(2, 2)
+    opt = torch.optim.Adam(net.parameters())
+    scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
+    pools = {"a": ImagePool(2, 1), "b": ImagePool(2, 2)}
+    pools["b"].query(torch.ones(1, 1, 4, 4))
+    ranks = [rank_state(pools), rank_state({"a": ImagePool(2, 3), "b": ImagePool(2, 4)})]
+    state = run_state({}, 7, 10, {"net": net}, {"opt": opt}, scaler.state_dict(), ranks, {})
+    assert state["world_size"] == 2 and len(state["other_ranks"]) == 1
+    assert state["pools"]["b"]["images"].shape == (1, 1, 4, 4) and state["other_ranks"][0]["pools"]["b"]["images"].numel() == 0
+
+    restored_scaler = torch.amp.GradScaler("cpu", init_scale=1.0)
+    fresh = {"a": ImagePool(2, 9), "b": ImagePool(2, 9)}
+    rng = restore_run(state, 10, 2, 1, {"net": torch.nn.Linear(2, 2)}, {"opt": opt}, fresh, torch.device("cpu"), restored_scaler)
+    assert restored_scaler.get_scale() == 1024.0
+    assert torch.equal(rng["torch"], ranks[1]["rng"]["torch"])
+    assert torch.equal(fresh["a"].generator.get_state(), ImagePool(2, 3).generator.get_state())  # rank 1's pools
+    with pytest.raises(UserError, match=r"written by 2 process\(es\) and this run has 1.*torchrun --nproc_per_node 2"):
+        restore_run(state, 10, 1, 0, {"net": net}, {"opt": opt}, fresh, torch.device("cpu"))
+
+
+# ---------------------------------------------------------------- numerical faults
+
+
+def test_nonfinite_loss_stops_naming_term_and_step_and_keeps_the_checkpoint(tmp_path, offline, capsys):
+    run = distill(tmp_path, "run", "train.max_steps=2")
+    saved = (run / "checkpoints" / "last.ckpt").read_bytes()
+    capsys.readouterr()
+    assert resume(run, "train.max_steps=5", "loss.lambda_recon=inf") == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err
+    assert err.startswith("dcdgan distill: error: step 3: loss G_L1 is not finite; stopped, keeping") and "(step 2)" in err
+    assert (run / "checkpoints" / "last.ckpt").read_bytes() == saved
+    assert json.loads((run / "student_last.json").read_text())["step"] == 2  # no deliverable from the broken run
+
+
+def test_skip_drops_the_nonfinite_update_and_stops_after_the_limit(tmp_path, offline, capsys):
+    run = distill(tmp_path, "run", "train.max_steps=2")
+    teacher_before = load_checkpoint(run / "checkpoints" / "last.ckpt")["networks"]["gen_ab"]
+    capsys.readouterr()
+    # the generator update is inf at every step: skipped (the discriminator's, before it, is applied)
+    assert resume(run, "train.max_steps=4", "loss.lambda_recon=inf", "train.on_nonfinite=skip", "train.skip_limit=5") == 0
+    out = capsys.readouterr().out
+    assert "step 3: loss G_L1 is not finite; update skipped (1 in a row)" in out
+    assert "step 4: loss G_L1 is not finite; update skipped (2 in a row)" in out
+    state = load_checkpoint(run / "checkpoints" / "last.ckpt")
+    assert state["step"] == 4
+    assert all(torch.equal(v, state["networks"]["gen_ab"][k]) for k, v in teacher_before.items())  # no G update applied
+    assert all(math.isfinite(v) for r in train_records(run) for k, v in r.items() if isinstance(v, float))
+    assert resume(run, "train.max_steps=8", "loss.lambda_recon=inf", "train.on_nonfinite=skip", "train.skip_limit=2") == 2
+    assert "step 6: 2 steps in a row had non-finite losses (G_L1); stopped" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- mixed precision
+
+
+@pytest.fixture
+def fresh_accelerate_state():
+    """Accelerate keeps one process-wide state whose precision cannot change; runs in this process used "no"."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+
+def test_bf16_cpu_run_stays_finite(tmp_path, offline, fresh_accelerate_state):
+    from conftest import vgg_file
+
+    vgg = vgg_file()
+    perceptual = [f"perceptual.weights={vgg}"] if vgg else []  # the Gram/style losses are what overflowed
+    run = distill(tmp_path, "bf16", "train.mixed_precision=bf16", "train.max_steps=3", *perceptual)
+    rows = train_records(run)
+    assert [r["step"] for r in rows] == [1, 2, 3]
+    assert all(math.isfinite(v) for r in rows for k, v in r.items() if isinstance(v, float))
+    if vgg:
+        assert {"S_style", "S_feat", "S_dcd"} <= set(rows[0])
+    student = load_file(run / "student.safetensors")
+    assert all(torch.isfinite(v).all() for v in student.values())
+
+
+# ---------------------------------------------------------------- deliverables
+
+
+def test_student_and_teacher_files_are_the_best_on_validation_and_the_last(tmp_path, offline):
+    run = distill(tmp_path, "run", "train.max_steps=4", "eval.every=1")
+    best = load_checkpoint(run / "checkpoints" / "best.ckpt")
+    last = load_checkpoint(run / "checkpoints" / "last.ckpt")
+    described = json.loads((run / "student.json").read_text())
+    assert described["chosen"] == "best on validation" and described["step"] == best["step"]
+    assert described["selection"]["metric"] == "l1" and described["selection"]["split"] == "val"
+    assert described["selection"]["score"] == best["selection"]["best_score"]
+    for key, value in load_file(run / "student.safetensors").items():
+        assert torch.equal(value, best["networks"]["student"][key])
+    last_described = json.loads((run / "student_last.json").read_text())
+    assert last_described["chosen"] == "last" and last_described["step"] == 4
+    for key, value in load_file(run / "student_last.safetensors").items():
+        assert torch.equal(value, last["networks"]["student"][key])
+
+    # the interleaved schedule scores only the student: the delivered teacher is the last one, and says so
+    teacher = json.loads((run / "teacher.json").read_text())
+    assert teacher["chosen"] == "last" and teacher["step"] == 4 and teacher["selection"] is None
+    assert not [r for r in records(run) if "val/teacher_l1" in r]
+    for name in ("teacher", "teacher_last"):
+        for key, value in load_file(run / f"{name}.safetensors").items():
+            assert torch.equal(value, last["networks"]["gen_ab"][key])
+
+
+def test_burst_delivers_the_best_teacher_it_selected(tmp_path, offline, tiny_inception, monkeypatch):
+    from dcdgan.selection import Validator
+
+    teacher_scores = iter([2.0, 1.0, 3.0])  # scored when each student burst begins, at steps 2, 6 and 10
+    monkeypatch.setattr(Validator, "score_teacher", lambda self, *args, **kwargs: next(teacher_scores))
+    monkeypatch.setattr(Validator, "score_student", lambda self, *args, **kwargs: 1.0)
+    burst = ["distill.schedule=burst", "distill.burst_every=1", "train.nepochs=3", "train.nepochs_decay=0", "data.max_train_images=4",
+             "train.batch_size=2", "eval.metric=fid", f"eval.inception={tiny_inception}", "distill.teacher_snapshot=best"]
+    run = distill(tmp_path, "burst", *burst, recipe="quickstart_unpaired")
+    teacher = json.loads((run / "teacher.json").read_text())
+    assert teacher["chosen"] == "best on validation" and teacher["step"] == 6
+    assert teacher["selection"] == {"metric": "fid", "score": 1.0, "split": "val"}
+    last = load_checkpoint(run / "checkpoints" / "last.ckpt")
+    for key, value in load_file(run / "teacher.safetensors").items():
+        assert torch.equal(value, last["networks"]["snapshot"][key])  # the teacher the student learnt from
+    assert json.loads((run / "teacher_last.json").read_text())["step"] == 12
+
+
+def test_without_selection_the_delivered_student_is_the_last(tmp_path, offline):
+    run = distill(tmp_path, "none", "train.max_steps=2", "distill.method=none", "eval.metric=l1", recipe="quickstart_unpaired")
+    described = json.loads((run / "student.json").read_text())
+    assert described["chosen"] == "last" and described["selection"] is None and described["step"] == 2
+    assert not (run / "teacher.safetensors").exists()
