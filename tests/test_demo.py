@@ -20,7 +20,7 @@ from dcdgan.demo import DemoModels, InputFormat, newest_run, report_frame, sketc
 from dcdgan.errors import UserError
 from dcdgan.nets import build_generator
 from dcdgan.assembly import student_spec, teacher_spec
-from dcdgan.report import build_report
+from dcdgan.report import write_report
 from dcdgan.samples import sample_grid
 from dcdgan.viewing import enlarge_image, enlarge_tensor, view_scale
 from dcdgan.weights import load_generator, save_generator
@@ -45,7 +45,7 @@ def write_run(run: Path, recipe: str = "quickstart") -> Path:
     from torchvision.utils import save_image
 
     save_image(sample_grid(batch, teacher, student, torch.device("cpu")), run / "samples" / "step_0000001.png")
-    build_report(run)
+    write_report(run)
     return run
 
 

@@ -315,9 +315,9 @@ def report_frame(run_dir: Path | None) -> str:
         return "<p>No run directory, so no report: pass a run directory to see its final table, curves and samples.</p>"
     report = run_dir / "report.html"
     if not report.is_file():
-        from dcdgan.report import build_report
+        from dcdgan.report import write_report
 
-        build_report(run_dir)
+        write_report(run_dir)
     page = report.read_text()
 
     def inline(match: re.Match) -> str:
