@@ -63,9 +63,10 @@ VARIANTS: dict[str, list[str]] = {
     "dcd_pixel": ["distill.method=dcd", "perceptual.weights=none", "distill.lambda_style=0", "distill.lambda_feat=0"],
     "dcd_fs0.1": ["distill.method=dcd", "perceptual.feature_scale=0.000392"],
     "dcd_pix": ["distill.method=dcd"],  # VGG + DCD + 10 x L1 to the teacher output (PIXEL_WEIGHT)
+    "dcd_pix100": ["distill.method=dcd"],  # VGG + DCD + 100 x L1 to the teacher output
 }
 # variants whose weight-free pixel term is explicit (perceptual.weights=none disables VGG and the stand-in)
-PIXEL_WEIGHT = {"pixel": 10.0, "dcd_pixel": 10.0, "dcd_pix": 10.0}
+PIXEL_WEIGHT = {"pixel": 10.0, "dcd_pixel": 10.0, "dcd_pix": 10.0, "dcd_pix100": 100.0}
 
 
 @dataclass

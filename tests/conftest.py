@@ -32,7 +32,7 @@ def _deterministic(monkeypatch):
 
 @pytest.fixture(autouse=True)
 def _own_scan_cache(tmp_path, monkeypatch):
-    """Dataset-scan results go to the test's folder, never to the user's ~/.cache."""
+    """Dataset-scan results and FID reference statistics go to the test's folder, never to the user's ~/.cache."""
     monkeypatch.setenv("DCDGAN_CACHE_DIR", str(tmp_path / "scan-cache"))
 
 

@@ -426,3 +426,14 @@ def test_real_process_prints_one_line_and_no_traceback(tmp_path):
     assert done.returncode == 2
     assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
     assert "cut.jpg: corrupt or truncated image" in done.stderr
+
+
+def test_weights_of_other_networks_are_one_line():
+    from dcdgan.checkpoint import load_network_state
+
+    net = torch.nn.Conv2d(3, 8, 3)
+    other = torch.nn.Conv2d(3, 4, 3).state_dict()
+    with pytest.raises(UserError, match=r"^last.ckpt: the stored student does not fit this config's network \(size mismatch for weight: copying a param with shape torch.Size\(\[4, 3, 3, 3\]\)"):
+        load_network_state(net, other, "last.ckpt", "student")
+    with pytest.raises(UserError, match="last.ckpt: the stored student does not fit this config's network \\(Missing key"):
+        load_network_state(net, {}, "last.ckpt", "student")

@@ -7,7 +7,7 @@ import random
 import pytest
 import torch
 
-from dcdgan.checkpoint import FORMAT, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from dcdgan.checkpoint import FORMAT, check_compatible, load_checkpoint, load_network_state, rng_state, save_checkpoint, set_rng_state
 from dcdgan.errors import UserError
 
 
@@ -46,3 +46,46 @@ def test_other_format_versions_and_non_dicts_are_refused(tmp_path):
     (tmp_path / "dir.ckpt").mkdir()
     with pytest.raises(UserError, match="dir.ckpt: checkpoint not found"):
         load_checkpoint(tmp_path / "dir.ckpt")
+
+
+def config(**changes) -> dict:
+    from dcdgan.config import load_config, to_dict
+
+    cfg = to_dict(load_config("quickstart", []))
+    for key, value in changes.items():
+        section, name = key.split("__") if "__" in key else (None, key)
+        (cfg[section] if section else cfg)[name] = value
+    return cfg
+
+
+def test_check_compatible_names_the_architecture_keys_that_differ(tmp_path):
+    state = {"config": config()}
+    check_compatible(state, config(train__lr=0.1, train__max_steps=9, data__root="/elsewhere", eval__every=3), tmp_path / "c.ckpt")
+    with pytest.raises(UserError) as err:
+        check_compatible(state, config(model__student_ngf=8, task="cyclegan", distill__teacher_taps=["model.9"], model__ndf=3), tmp_path / "c.ckpt")
+    assert str(err.value) == (f"{tmp_path / 'c.ckpt'}: made for other networks (model.student_ngf=16 there, 8 here; model.ndf=64 there, "
+                              "3 here; distill.teacher_taps=['model.9', 'model.12', 'model.15', 'model.18'] there, ['model.9'] here); "
+                              "resume with the run's own settings or start a new run")  # the first three differences
+    with pytest.raises(UserError, match="task='pix2pix' there, 'cyclegan' here"):
+        check_compatible(state, config(task="cyclegan"), tmp_path / "c.ckpt")
+    for key, value in [("data__input_nc", 3), ("data__output_nc", 3), ("distill__method", "omgd"), ("distill__schedule", "burst"),
+                       ("distill__student_taps", ["model.9"]), ("distill__disc_tap", "model.7"), ("distill__train_teacher_connectors", True),
+                       ("model__teacher_netG", "unet_256")]:
+        with pytest.raises(UserError, match=key.replace("__", ".")):
+            check_compatible(state, config(**{key: value}), tmp_path / "c.ckpt")
+    with pytest.raises(UserError, match="data.input_nc=None there, 1 here"):  # a checkpoint without a config is for other networks
+        check_compatible({}, config(), tmp_path / "c.ckpt")
+
+
+def test_load_network_state_one_line_errors():
+    net = torch.nn.Linear(2, 3)
+    load_network_state(net, {"weight": torch.ones(3, 2), "bias": torch.zeros(3)}, "f.ckpt", "student")
+    assert torch.equal(net.weight, torch.ones(3, 2))
+    with pytest.raises(UserError) as err:
+        load_network_state(net, {"weight": torch.ones(4, 2), "bias": torch.zeros(3)}, "f.ckpt", "student")
+    assert str(err.value) == ("f.ckpt: the stored student does not fit this config's network (size mismatch for weight: copying a param "
+                              "with shape torch.Size([4, 2]) from checkpoint, the shape in current model is torch.Size([3, 2]).)")
+    with pytest.raises(UserError) as err:
+        load_network_state(net, {"weight": torch.ones(3, 2)}, "g.ckpt", "teacher")
+    assert str(err.value) == ("g.ckpt: the stored teacher does not fit this config's network "
+                              "(Error(s) in loading state_dict for Linear:)")

@@ -80,4 +80,5 @@ def test_sigterm_then_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path):
             assert torch.equal(value, b["networks"][net][key]), f"{net}.{key}"
     losses = lambda r: [json.loads(line) for line in (r / "metrics.jsonl").read_text().splitlines() if "phase" in line]  # noqa: E731
     assert losses(run) == losses(straight)
-    assert len(list((run / "checkpoints").glob("step_*.ckpt"))) == 3 and not list((run / "checkpoints").glob(".*.tmp"))
+    kept = sorted(p.name for p in (run / "checkpoints").glob("last*.ckpt"))
+    assert kept == ["last.1.ckpt", "last.2.ckpt", "last.ckpt"] and not list((run / "checkpoints").glob(".*.tmp"))

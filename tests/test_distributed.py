@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from dcdgan.checkpoint import load_checkpoint, step_files
+from dcdgan.checkpoint import load_checkpoint
 from dcdgan.cli import main
 
 pytestmark = pytest.mark.slow
@@ -29,6 +29,9 @@ ARGS = [
 # First-step losses of 2 processes x 4 images against 1 process x 8 images: the same items, the same mean, only the
 # order of float additions differs (DDP averages gradients; the D update comes before the logged G and S losses).
 RTOL, ATOL = 1e-4, 1e-6
+# Except where BatchNorm normalises each process's own batch, as DDP does: the DCD connectors (Conv-BN-ReLU) see 4
+# images per process instead of 8 (measured: 3e-4 relative). SyncBatchNorm would remove it but needs GPUs.
+RTOL_BATCHNORM = {"S_dcd": 1e-3}
 
 
 def env() -> dict:
@@ -88,7 +91,7 @@ def test_two_processes_shard_agree_stop_together_and_resume(tmp_path):
     assert [r["epoch"] for r in rows[:5]] == [0, 0, 0, 0, 1]  # 4 steps per epoch: half of a 1-process run's 8
     state = load_checkpoint(run / "checkpoints" / "last.ckpt")
     assert state["step"] == stopped and state["world_size"] == 2 and len(state["other_ranks"]) == 1
-    assert [p.name for p in step_files(run / "checkpoints")] == [f"step_{stopped:08d}.ckpt"]  # one checkpoint
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["last.ckpt"]  # one checkpoint
     assert not (state["rng"]["torch"] == state["other_ranks"][0]["rng"]["torch"]).all()  # each rank's own dropout RNG
 
     # the same global batch on one process: first-step losses agree
@@ -98,7 +101,7 @@ def test_two_processes_shard_agree_stop_together_and_resume(tmp_path):
     losses = [k for k in one if k[0] in "DGS"]
     assert set(losses) == {k for k in two if k[0] in "DGS"} and {"D", "G_gan", "G_L1", "S_dcd"} <= set(losses)
     for key in losses:
-        assert two[key] == pytest.approx(one[key], rel=RTOL, abs=ATOL), key
+        assert two[key] == pytest.approx(one[key], rel=RTOL_BATCHNORM.get(key, RTOL), abs=ATOL), key
 
     # another world size is refused in one line; the same one continues
     assert main(["distill", "--resume", str(run), "--quiet"]) == 2

@@ -15,12 +15,12 @@ from dcdgan.metrics.inception import fid_helper_file
 def test_exported_student_scores_like_the_pytorch_student(tiny_run_dir, tmp_path, capsys):
     onnx_file = tiny_run_dir / "student.onnx"  # inside the run: ``dcdgan eval student.onnx`` finds the run itself
     export_model(tiny_run_dir, "onnx", onnx_file, sizes=(32,), quiet=True)
-    assert main(["eval", str(onnx_file), "--split", "test", "--max-images", "24", "--batch-size", "24", "--json"]) == 0
+    assert main(["eval", str(onnx_file), "--split", "test", "--max-images", "16", "--batch-size", "16", "--json"]) == 0
     models = json.loads(capsys.readouterr().out)["models"]
     assert set(models) == {"student_last", "exported"}  # the export is scored beside the run's last student
     assert (tiny_run_dir / "metrics_student.onnx.json").is_file()
     torch_student, exported = models["student_last"], models["exported"]
-    assert exported["backend"] == "onnxruntime" and exported["n_images"] == torch_student["n_images"] == 24
+    assert exported["backend"] == "onnxruntime" and exported["n_images"] == torch_student["n_images"] == 16
     assert abs(exported["fid"] - torch_student["fid"]) <= 0.05
     assert exported["kid_mean"] == pytest.approx(torch_student["kid_mean"], abs=1e-3)
     assert exported["psnr"] == pytest.approx(torch_student["psnr"], abs=0.05)

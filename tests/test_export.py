@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -54,12 +56,12 @@ def test_parity_failure_writes_nothing(tiny_run_dir, tmp_path, monkeypatch):
     assert not (tmp_path / "s.pt2").exists()
 
 
-@pytest.mark.parametrize("precision", ["bf16", "int8"])
+@pytest.mark.parametrize("precision", ["bf16", pytest.param("int8", marks=pytest.mark.slow)])  # NNCF calibration takes a while
 def test_lower_precision_prints_its_cost(tiny_run_dir, tmp_path, capsys, precision):
     out = tmp_path / f"s_{precision}.xml"
     assert main(["export", str(tiny_run_dir), "--format", "openvino", "--precision", precision, "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert f"{precision} cost: PSNR" in printed and "against fp32 on 16 validation images" in printed
+    assert re.search(rf"{precision} cost: PSNR \d+\.\d\d dB against fp32 on \d+ validation images", printed)
     assert out.is_file() and out.with_suffix(".bin").is_file()
     runner = load_runner(out, backend="openvino", precision=precision)
     assert runner.precision == precision

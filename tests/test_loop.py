@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from dcdgan.checkpoint import load_checkpoint, load_newest, rank_state, restore_run, run_state, save_rotating, step_files
+from dcdgan.checkpoint import load_checkpoint, load_newest, older_files, rank_state, restore_run, run_state, save_rotating
 from dcdgan.cli import main
 from dcdgan.errors import UserError
 from dcdgan.pool import ImagePool
@@ -71,37 +71,41 @@ def test_resume_is_exact_with_dropout(tmp_path, offline):
 
 
 def test_rotation_keeps_the_newest_and_last_is_the_newest(tmp_path):
-    for step in range(1, 6):
-        save_rotating(tmp_path, step, {"step": step, "w": torch.full((3,), float(step))}, keep=3)
-    assert [p.name for p in step_files(tmp_path)] == ["step_00000005.ckpt", "step_00000004.ckpt", "step_00000003.ckpt"]
-    assert load_checkpoint(tmp_path / "last.ckpt")["step"] == 5
+    save_rotating(tmp_path, {"step": 1}, keep=3)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"]
+    for step in range(2, 6):
+        save_rotating(tmp_path, {"step": step, "w": torch.full((3,), float(step))}, keep=3)
+    assert [p.name for p in older_files(tmp_path)] == ["last.1.ckpt", "last.2.ckpt"]
+    assert [load_checkpoint(p)["step"] for p in (tmp_path / "last.ckpt", *older_files(tmp_path))] == [5, 4, 3]
     assert not list(tmp_path.glob(".*.tmp"))
+    save_rotating(tmp_path, {"step": 6}, keep=1)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"]
 
 
 def test_corrupt_newest_checkpoint_falls_back_with_one_line(tmp_path):
     for step in (1, 2, 3):
-        save_rotating(tmp_path, step, {"step": step, "w": torch.zeros(1000)}, keep=3)
-    newest = tmp_path / "step_00000003.ckpt"
-    newest.write_bytes(newest.read_bytes()[:300])  # last.ckpt is the same file: both are now truncated
+        save_rotating(tmp_path, {"step": step, "w": torch.zeros(1000)}, keep=3)
+    last = tmp_path / "last.ckpt"
+    last.write_bytes(last.read_bytes()[:300])
     lines: list[str] = []
     path, state = load_newest(tmp_path, lines.append)
-    assert path.name == "step_00000002.ckpt" and state["step"] == 2
-    assert len(lines) == 1 and "last.ckpt: not a readable dcdgan checkpoint" in lines[0] and "resuming from step_00000002.ckpt (step 2)" in lines[0]
-    for p in tmp_path.glob("step_*.ckpt"):
+    assert path.name == "last.1.ckpt" and state["step"] == 2
+    assert len(lines) == 1 and "last.ckpt: not a readable dcdgan checkpoint" in lines[0] and "resuming from last.1.ckpt (step 2)" in lines[0]
+    for p in tmp_path.glob("last*.ckpt"):
         p.write_bytes(b"garbage")
-    with pytest.raises(UserError, match="last.ckpt: not a readable dcdgan checkpoint"):
+    with pytest.raises(UserError, match="last.ckpt: not a readable dcdgan checkpoint.*2 older checkpoints are unreadable too"):
         load_newest(tmp_path)
 
 
 def test_resume_from_a_corrupt_last_checkpoint_continues_from_the_previous(tmp_path, offline, capsys):
     run = distill(tmp_path, "run", "train.max_steps=3", "train.checkpoint_every=1")
-    assert [p.name for p in step_files(run / "checkpoints")] == ["step_00000003.ckpt", "step_00000002.ckpt", "step_00000001.ckpt"]
+    assert [load_checkpoint(p)["step"] for p in older_files(run / "checkpoints")] == [2, 1]
     last = run / "checkpoints" / "last.ckpt"
     last.write_bytes(last.read_bytes()[:1000])
     capsys.readouterr()
     assert resume(run, "train.max_steps=4") == 0
     out = capsys.readouterr().out
-    assert "resuming from step_00000002.ckpt (step 2) instead" in out and "resumed" in out
+    assert "resuming from last.1.ckpt (step 2) instead" in out and "resumed" in out
     assert load_checkpoint(last)["step"] == 4
     assert [r["step"] for r in train_records(run)] == [1, 2, 3, 4]
 

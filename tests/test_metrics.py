@@ -17,8 +17,11 @@ from torch import nn
 
 import dcdgan.metrics.inception as inception_module
 from dcdgan.cli import main
+from dcdgan.config import load_config
+from dcdgan.data import DataRoot
 from dcdgan.errors import UserError
-from dcdgan.metrics.fid import ReferenceStats, frechet_distance, kernel_inception_distance, load_stats, save_stats
+from dcdgan.evaluate import spread_indices
+from dcdgan.metrics.fid import ReferenceStats, fid_of, frechet_distance, kernel_inception_distance, load_stats, save_stats
 from dcdgan.metrics.inception import FID_HELPER_SHA256, fid_helper_file, fid_preprocess, load_inception, load_inception_file
 from dcdgan.metrics.paired import psnr_ssim, to_uint8
 from dcdgan.metrics.segmentation import SegmentationScore
@@ -41,6 +44,35 @@ def test_frechet_distance_matches_a_scipy_reference_and_is_symmetric():
     ref = np.sum((a.mu - b.mu) ** 2) + np.trace(a.sigma) + np.trace(b.sigma) - 2 * np.trace(linalg.sqrtm(root @ b.sigma @ root).real)
     assert frechet_distance(a.mu, a.sigma, b.mu, b.sigma) == pytest.approx(ref, rel=1e-6)
     assert frechet_distance(a.mu, a.sigma, b.mu, b.sigma) == pytest.approx(frechet_distance(b.mu, b.sigma, a.mu, a.sigma), rel=1e-6)
+
+
+def test_frechet_distance_equals_pytorch_fid_for_full_rank_covariances():
+    pfid = pytest.importorskip("pytorch_fid.fid_score")
+    a, b = random_stats(3, dims=64, n=400), random_stats(4, dims=64, n=400)
+    assert frechet_distance(a.mu, a.sigma, b.mu, b.sigma) == pytest.approx(pfid.calculate_frechet_distance(a.mu, a.sigma, b.mu, b.sigma), rel=1e-6)
+
+
+def test_frechet_distance_is_exact_for_fewer_images_than_dimensions():
+    # 30 images in 128 dimensions: both covariances are singular (pytorch-fid's sqrtm needs an eps retry here).
+    # Exact reference: Tr sqrt(S1 S2) is the nuclear norm of X1c X2c^T / (n - 1) for centred features X1c, X2c.
+    rng = np.random.default_rng(5)
+    x, y = np.abs(rng.normal(size=(30, 128))), np.abs(rng.normal(size=(30, 128))) + 0.2
+    a, b = ReferenceStats.from_features(x), ReferenceStats.from_features(y)
+    xc, yc = x - x.mean(axis=0), y - y.mean(axis=0)
+    nuclear = np.linalg.svd(xc @ yc.T / 29, compute_uv=False).sum()
+    exact = np.sum((a.mu - b.mu) ** 2) + np.trace(a.sigma) + np.trace(b.sigma) - 2 * nuclear
+    assert frechet_distance(a.mu, a.sigma, b.mu, b.sigma) == pytest.approx(exact, rel=1e-6)
+
+
+def test_fid_from_features_equals_fid_from_covariances():
+    rng = np.random.default_rng(6)
+    x, y = np.abs(rng.normal(size=(30, 128))), np.abs(rng.normal(size=(25, 128))) * 1.3
+    a, b = ReferenceStats.from_features(x), ReferenceStats.from_features(y)
+    assert fid_of(a, b) == pytest.approx(frechet_distance(a.mu, a.sigma, b.mu, b.sigma), rel=1e-6)
+    assert fid_of(a, b) == pytest.approx(fid_of(b, a), rel=1e-9)
+    without = ReferenceStats(b.mu, b.sigma)  # a statistics file without features: the covariance route
+    assert fid_of(a, without) == pytest.approx(fid_of(a, b), rel=1e-6)
+    assert fid_of(a, a) == pytest.approx(0, abs=1e-6)
 
 
 def test_kid_matches_torchmetrics_and_is_zero_for_a_set_with_itself():
@@ -247,7 +279,9 @@ def test_eval_with_segmenter(tiny_run, tmp_path, capsys):
     labels = tmp_path / "labels"
     labels.mkdir()
     rng = np.random.default_rng(1)
-    for i in range(3):
+    test = DataRoot(load_config("quickstart").data).eval_dataset("test")
+    three, four = spread_indices(len(test), 3), spread_indices(len(test), 4)  # a capped eval spreads over the split
+    for i in three:
         Image.fromarray(rng.integers(0, 3, (32, 32), dtype=np.uint8), "L").save(labels / f"testA_{i:05d}.png")
     args = ["eval", str(run), "--no-fid", "--max-images", "3", "--segmenter", str(seg), "--labels", str(labels), "--num-classes", "3", "--json"]
     assert main(args) == 0
@@ -255,7 +289,8 @@ def test_eval_with_segmenter(tiny_run, tmp_path, capsys):
     for model in metrics["models"].values():
         assert 0 <= model["miou"] <= 1 and len(model["iou_per_class"]) == 3 and "fid" not in model
     assert main([*args[:-1], "--max-images", "4"]) == 2
-    assert "no label map named testA_00003" in capsys.readouterr().err
+    missing = sorted(set(four) - set(three))[0]
+    assert f"no label map named testA_{missing:05d}" in capsys.readouterr().err
 
 
 def test_eval_without_inception_weights_says_how_to_get_them(tiny_run, monkeypatch, capsys):

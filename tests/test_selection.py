@@ -126,7 +126,7 @@ def test_burst_latest_snapshot_is_the_teacher_at_the_last_burst(tmp_path, offlin
 
 
 def test_paired_l1_validation_is_the_distance_to_the_targets(tmp_path, offline, folder_data):
-    run = distill(tmp_path / "run", "quickstart", f"data.root={folder_data['paired']}", "train.batch_size=4", "train.max_steps=2", "eval.metric=l1")
+    run = distill(tmp_path / "run", "quickstart", f"data.root={folder_data['paired']}", "train.batch_size=4", "train.max_steps=2", "eval.metric=l1", "eval.max_images=0")
     student, _ = load_generator(run / "student.safetensors")
     val = folder_data["paired"] / "val"
     with torch.no_grad():
@@ -136,7 +136,7 @@ def test_paired_l1_validation_is_the_distance_to_the_targets(tmp_path, offline, 
 
 
 def test_unpaired_l1_validation_is_the_distance_to_the_teacher(tmp_path, offline, folder_data):
-    data = [f"data.root={folder_data['unpaired']}", "train.batch_size=4", "train.max_steps=2", "eval.metric=l1"]
+    data = [f"data.root={folder_data['unpaired']}", "train.batch_size=4", "train.max_steps=2", "eval.metric=l1", "eval.max_images=0"]
     run = distill(tmp_path / "run", "quickstart_unpaired", *data)
     student, _ = load_generator(run / "student.safetensors")
     teacher, _ = load_generator(run / "teacher.safetensors")

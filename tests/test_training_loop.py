@@ -87,7 +87,7 @@ def test_pretrained_batchnorm_unet_teacher_stays_in_eval_mode(tmp_path, offline)
     weights = tmp_path / "unet_G.pth"  # a pix2pix-style .pth state dict
     torch.save(unet.state_dict(), weights)
     # the 128x128 U-Net's 32x32 block output pairs with the student's 32x32 resnet taps
-    run = distill(tmp_path / "run", "quickstart", "model.teacher_netG=unet_128", "model.teacher_norm=batch", f"model.teacher_weights={weights}",
+    run = distill(tmp_path / "run", "quickstart", "model.teacher_netG=unet_128", f"model.teacher_weights={weights}",
                   "data.load_size=128", "data.crop_size=128", "data.max_train_images=4", "train.batch_size=2", "train.max_steps=2",
                   "distill.teacher_taps=[model.model.1.model.3]", "distill.student_taps=[model.9]", "eval.max_images=2")
     saved = load_checkpoint(run / "checkpoints" / "last.ckpt")["networks"]["gen_ab"]

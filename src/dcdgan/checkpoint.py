@@ -76,7 +76,10 @@ def load_network_state(net: torch.nn.Module, state_dict: dict, path: Path | str,
     try:
         net.load_state_dict(state_dict)
     except (RuntimeError, KeyError, TypeError) as err:
-        detail = next((line.strip() for line in str(err).splitlines() if "size mismatch" in line), str(err).strip().splitlines()[0])
+        # torch's message starts with "Error(s) in loading state_dict for X:"; the line after it names the problem
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+        informative = ("size mismatch", "Missing key", "Unexpected key")
+        detail = next((line for line in lines if line.startswith(informative)), lines[0] if lines else type(err).__name__)
         raise UserError(f"{path}: the stored {name} does not fit this config's network ({detail[:160]})") from None
 
 
@@ -174,37 +177,61 @@ def restore_run(
 LAST = "last.ckpt"
 
 
-def step_file(folder: Path, step: int) -> Path:
-    """checkpoints/step_NNNNNNNN.ckpt."""
-    return Path(folder) / f"step_{step:08d}.ckpt"
+def older_file(folder: Path, index: int) -> Path:
+    """checkpoints/last.N.ckpt: the N-th checkpoint before last.ckpt."""
+    return Path(folder) / f"last.{index}.ckpt"
 
 
-def step_files(folder: Path) -> list[Path]:
-    """The kept step_*.ckpt files, newest first."""
-    return sorted(Path(folder).glob("step_*.ckpt"), reverse=True)
+def older_files(folder: Path) -> list[Path]:
+    """The kept last.N.ckpt files, newest (N = 1) first."""
+    found = [(p.name.split(".")[1], p) for p in Path(folder).glob("last.*.ckpt")]
+    return [p for index, p in sorted((int(i), p) for i, p in found if i.isdigit())]
 
 
-def save_rotating(folder: Path, step: int, state: dict, keep: int) -> Path:
-    """Write step_N.ckpt (temp file, fsync, rename), make last.ckpt the same file, keep the newest ``keep``."""
+def save_rotating(folder: Path, state: dict, keep: int, rotate: bool = True) -> None:
+    """Write last.ckpt (temp file, fsync, rename) and keep the ``keep - 1`` before it as last.1.ckpt, last.2.ckpt, ...
+    (``rotate=False``: replace last.ckpt only, e.g. a second save at the same step).
+
+    Every rename is atomic and last.ckpt always exists once written: the previous one is hard-linked (or copied)
+    to last.1.ckpt before the new one replaces it.
+    """
     folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
     for stale in folder.glob(".*.tmp"):  # left by a process killed mid-write (this process is the only writer)
         stale.unlink(missing_ok=True)
-    target = step_file(folder, step)
-    save_checkpoint(target, state)
+    last = folder / LAST
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{LAST}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save({"format": FORMAT, **state}, tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        if rotate and last.exists() and keep > 1:
+            for index in range(keep - 1, 1, -1):
+                if older_file(folder, index - 1).exists():
+                    os.replace(older_file(folder, index - 1), older_file(folder, index))
+            keep_copy(last, older_file(folder, 1))
+        os.replace(tmp, last)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    for extra in older_files(folder)[max(keep - 1, 0) :]:
+        extra.unlink(missing_ok=True)
+    sync_folder(folder)
+
+
+def keep_copy(source: Path, target: Path) -> None:
+    """``target`` becomes the file ``source`` is now: a hard link (no second copy on disk), else a copy; atomic."""
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     os.close(fd)
     os.unlink(tmp)
     try:
-        os.link(target, tmp)  # a hard link: no second copy on disk, and the rename below is atomic
+        os.link(source, tmp)
     except OSError:  # file systems without hard links
-        shutil.copyfile(target, tmp)
+        shutil.copyfile(source, tmp)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
-    os.replace(tmp, folder / LAST)
-    sync_folder(folder)
-    for old in step_files(folder)[max(keep, 1) :]:
-        old.unlink(missing_ok=True)
-    return target
+    os.replace(tmp, target)
 
 
 def sync_folder(folder: Path) -> None:
@@ -222,12 +249,10 @@ def sync_folder(folder: Path) -> None:
 
 
 def load_newest(folder: Path, warn=None) -> tuple[Path, dict]:
-    """last.ckpt, or, when it is unreadable, the newest readable step_N.ckpt (``warn`` gets one line saying so)."""
+    """last.ckpt, or, when it is unreadable, the newest readable last.N.ckpt (``warn`` gets one line saying so)."""
     folder = Path(folder)
-    last = folder / LAST
-    candidates = [last] + [p for p in step_files(folder) if not (last.exists() and os.path.samefile(p, last))]
     failures = []
-    for path in candidates:
+    for path in [folder / LAST, *older_files(folder)]:
         if not path.exists():
             continue
         try:
@@ -240,4 +265,4 @@ def load_newest(folder: Path, warn=None) -> tuple[Path, dict]:
         return path, state
     if failures:
         raise UserError(failures[0] if len(failures) == 1 else f"{failures[0]} (and {len(failures) - 1} older checkpoints are unreadable too)")
-    raise UserError(f"{last}: checkpoint not found")
+    raise UserError(f"{folder / LAST}: checkpoint not found")

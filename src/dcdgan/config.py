@@ -85,6 +85,7 @@ class DistillConfig:
     lambda_dcd: float | None = opt(None, "weight of the DCD loss; auto = the task's (spec: CycleGAN 0.1, pix2pix 1)")
     lambda_style: float = opt(1e4, "weight of the VGG Gram (style) loss")
     lambda_feat: float = opt(10.0, "weight of the VGG relu2_2 feature loss")
+    lambda_pixel: float = opt(0.0, "weight of an L1 between student and teacher outputs, beside the VGG losses (reference: 0; the VGG losses do not see stride-2 checkerboards, see docs/decisions.md)")
     student_gan_weight: float = opt(0.0, "direct adversarial loss on the student through the frozen discriminator (reference: 0)")
     train_teacher_connectors: bool = opt(False, "train the teacher-side connectors too (reference pix2pix) instead of keeping them frozen at init")
     teacher_taps: list[str] = opt(TAPS_MOBILE_RESNET, "teacher generator modules whose outputs are distilled")
@@ -117,7 +118,7 @@ class TrainConfig:
     log_every: int = opt(50, "steps between metrics.jsonl lines")
     sample_every: int = opt(500, "steps between sample grids (0 = only at the end)")
     checkpoint_every: int = opt(1000, "steps between checkpoints/last.ckpt writes (0 = only at the end)")
-    keep_checkpoints: int = opt(3, "periodic checkpoints kept (checkpoints/step_N.ckpt; last.ckpt is the newest); resume falls back to an older one when the newest is unreadable")
+    keep_checkpoints: int = opt(3, "checkpoints kept: last.ckpt and the ones before it (last.1.ckpt, last.2.ckpt, ...); resume falls back to an older one when the newest is unreadable")
     on_nonfinite: str = opt("stop", "a NaN/Inf loss term: stop (keep the last good checkpoint) or skip (do not apply that update, count it)", ("stop", "skip"))
     skip_limit: int = opt(10, "on_nonfinite=skip: stop after this many skipped steps in a row")
 
@@ -416,6 +417,7 @@ def validate(cfg: Config) -> None:
         "distill.lambda_dcd": dist.lambda_dcd,
         "distill.lambda_style": dist.lambda_style,
         "distill.lambda_feat": dist.lambda_feat,
+        "distill.lambda_pixel": dist.lambda_pixel,
         "distill.student_gan_weight": dist.student_gan_weight,
         "perceptual.feature_scale": cfg.perceptual.feature_scale,
         "perceptual.fallback_lambda": cfg.perceptual.fallback_lambda,

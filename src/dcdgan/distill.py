@@ -113,6 +113,7 @@ class Run:
     rng: dict | None  # this process's saved RNG states, set just before the loop (resume only)
     started: float
     skipped: int = 0  # on_nonfinite=skip: steps dropped in a row
+    saved_step: int | None = None  # step of last.ckpt (a second save at the same step replaces it, keeping the older ones)
 
 
 def setup(cfg: Config, run_dir: Path, resume: bool, quiet: bool) -> Run:
@@ -220,10 +221,12 @@ def plan_batches(cfg: Config, accelerator: Accelerator, plan: list[Phase], step:
 
 
 def setup_perceptual(cfg: Config, accelerator: Accelerator) -> tuple[VGGPerceptual | None, float]:
-    """(VGG or None, weight of the pixel stand-in); the one-line notice when the weight-free setting applies."""
+    """(VGG or None, weight of the L1 to the teacher output); the one-line notice when the weight-free setting applies."""
     d = cfg.distill
-    if d.method == "none" or (d.lambda_style == 0 and d.lambda_feat == 0) or cfg.perceptual.weights == "none":
+    if d.method == "none":
         return None, 0.0
+    if (d.lambda_style == 0 and d.lambda_feat == 0) or cfg.perceptual.weights == "none":
+        return None, d.lambda_pixel
     resolved = resolve_vgg(cfg.perceptual.weights, cfg.perceptual.preprocess)
     if resolved.model is None:
         if cfg.perceptual.on_missing == "error":
@@ -241,7 +244,7 @@ def setup_perceptual(cfg: Config, accelerator: Accelerator) -> tuple[VGGPerceptu
     if cfg.perceptual.feature_scale:
         vgg.feature_scale = cfg.perceptual.feature_scale
     say(accelerator, f"VGG16 weights: {resolved.source} (preprocessing: {vgg.preprocess}, feature scale {vgg.feature_scale:.4g})")
-    return vgg.to(accelerator.device), 0.0
+    return vgg.to(accelerator.device), d.lambda_pixel
 
 
 def make_optimizer(params: list, cfg: Config) -> torch.optim.Optimizer:
@@ -367,7 +370,9 @@ def save(run: Run, step: int, best: bool = False) -> None:
         if best:
             save_checkpoint(runs.best_checkpoint(run.run_dir), state)
         else:
-            save_rotating(runs.last_checkpoint(run.run_dir).parent, step, state, run.cfg.train.keep_checkpoints)
+            save_rotating(runs.last_checkpoint(run.run_dir).parent, state, run.cfg.train.keep_checkpoints, rotate=step != run.saved_step)
+    if not best:
+        run.saved_step = step
 
 
 def save_samples(run: Run, step: int) -> None:

@@ -19,7 +19,8 @@ from dcdgan.checkpoint import atomic_write, load_checkpoint, load_network_state
 from dcdgan.config import EvalConfig, config_from_dict
 from dcdgan.data import DataRoot, folder_dataset
 from dcdgan.errors import UserError
-from dcdgan.metrics.fid import ReferenceStats, frechet_distance, kernel_inception_distance, load_stats, save_stats
+from dcdgan.fid_cache import cached_reference_stats
+from dcdgan.metrics.fid import ReferenceStats, fid_of, kernel_inception_distance, load_stats, save_stats
 from dcdgan.metrics.inception import FIDInception, inception_available, load_inception
 from dcdgan.metrics.lpips import lpips_distance
 from dcdgan.metrics.paired import psnr_ssim, to_uint8
@@ -125,8 +126,7 @@ def score_generator(
     result: dict = {"n_images": n}
     if inception is not None and reference is not None:
         fake_feats = np.concatenate(feats).astype(np.float64)
-        stats = ReferenceStats.from_features(fake_feats, keep_features=False)
-        result["fid"] = frechet_distance(stats.mu, stats.sigma, reference.mu, reference.sigma)
+        result["fid"] = fid_of(ReferenceStats.from_features(fake_feats), reference)
         if reference.features is not None:
             result["kid_mean"], result["kid_std"] = kernel_inception_distance(reference.features, fake_feats)
     if psnr:
@@ -181,13 +181,15 @@ def validation_score(
 def reference_stats(
     run_dir: Path, data: DataRoot, split: str, inception: FIDInception, batch_size: int, max_images: int = 0, quiet: bool = False
 ) -> ReferenceStats:
-    """FID statistics (with features, for KID) of a split's target images at the evaluation size, cached in the run."""
-    cache = Path(run_dir) / f"fid_ref_{split}.npz"
-    if cache.is_file():
-        return load_stats(cache)
+    """FID statistics (with features, for KID) of a split's target images at the evaluation size.
+
+    Read from the cross-run cache when the same images were measured with the same weights before (``fid_cache``);
+    the run keeps a copy, ``fid_ref_<split>.npz``, as a record of its reference (usable with ``dcdgan eval --ref``).
+    """
     loader = batches(data.eval_targets(split), batch_size, max_images)
-    stats = ReferenceStats.from_features(image_features(inception, loader, desc=f"FID reference ({split})", quiet_bar=quiet))
-    save_stats(cache, stats)
+    compute = lambda: ReferenceStats.from_features(image_features(inception, loader, desc=f"FID reference ({split})", quiet_bar=quiet))  # noqa: E731
+    stats = cached_reference_stats(loader, inception, compute)
+    save_stats(Path(run_dir) / f"fid_ref_{split}.npz", stats)
     return stats
 
 

@@ -15,7 +15,6 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +33,7 @@ FORMAT_PRECISIONS = {"onnx": ("fp32",), "openvino": ("fp32", "fp16", "bf16", "in
 RUNNER_BACKEND = {"onnx": "onnxruntime", "openvino": "openvino", "pt2": "torch"}
 PARITY_TOLERANCE = 1e-4
 CALIBRATION_IMAGES = 300  # NNCF's default subset size
+PRECISION_COST_IMAGES = 100
 
 
 def description_json(spec: GeneratorSpec, precision: str = "fp32") -> str:
@@ -90,41 +90,30 @@ def openvino_model(onnx_bytes: bytes, spec: GeneratorSpec, precision: str = "fp3
 # ---------------------------------------------------------------- the run's images
 
 
-@dataclass
-class RunImages:
-    """Inputs of a run's data for calibration (train) and for measuring precision cost and parity (val)."""
-
-    train: list[np.ndarray]
-    val: list[np.ndarray]
-
-
-def run_images(src: TorchSource, max_images: int = CALIBRATION_IMAGES) -> RunImages | None:
-    """Unaugmented train and val inputs (1,C,H,W float32 each) of the run a model belongs to; None without a run."""
+def run_images(src: TorchSource, role: str, max_images: int = CALIBRATION_IMAGES) -> list[np.ndarray] | None:
+    """Unaugmented inputs (1,C,H,W float32 each) of the run a model belongs to: its ``train`` split (int8
+    calibration) or its ``val`` split (parity on real images, precision cost); None when there is no run."""
     if src.run_dir is None:
         return None
     from dcdgan.config import load_config
     from dcdgan.data import DataRoot
+    from dcdgan.scan import read_skip_list
 
     cfg = load_config(str(src.run_dir / "config.yaml"))
-    data = DataRoot(cfg.data)
-
-    def first(split: str) -> list[np.ndarray]:
-        dataset = data.eval_inputs(split)
-        return [dataset[i]["A"].unsqueeze(0).numpy() for i in range(min(max_images, len(dataset)))]
-
-    return RunImages(train=first(cfg.data.train_split), val=first(cfg.data.val_split))
+    data = DataRoot(cfg.data, exclude=read_skip_list(src.run_dir))  # the files the run skipped as bad
+    dataset = data.eval_inputs(cfg.data.train_split if role == "train" else cfg.data.val_split)
+    return [dataset[i]["A"].unsqueeze(0).numpy() for i in range(min(max_images, len(dataset)))]
 
 
 def quantize_int8(ov_model, src: TorchSource, quiet: bool = False):
     """NNCF post-training int8 quantization of an OpenVINO model, calibrated on the run's training images."""
     nncf = require("nncf")
-    images = run_images(src)
+    images = run_images(src, "train")
     if images is None:
         raise UserError(f"{src.path}: int8 calibrates on the run's training images; pass the run directory (or a file inside it)")
-    dataset = nncf.Dataset(images.train)
     if not quiet:
-        print(f"int8: NNCF calibration on {len(images.train)} training images of {src.run_dir}")
-    return nncf.quantize(ov_model, dataset, subset_size=len(images.train))
+        print(f"int8: NNCF calibration on {len(images)} training images of {src.run_dir}")
+    return nncf.quantize(ov_model, nncf.Dataset(images), subset_size=len(images))
 
 
 # ---------------------------------------------------------------- checks
@@ -198,13 +187,13 @@ def export_model(
     say = (lambda *a: None) if quiet else print
     src = load_torch_source(model, which)
     spec, net = src.spec, src.net.eval()
-    images = run_images(src)
+    images = run_images(src, "val", max_images=16)
     if not sizes:
-        base = next((x.shape[-1] for x in images.val), 64) if images else 64
+        base = images[0].shape[-1] if images else 64
         m = size_multiple_of(spec)
         sizes = (max(m, -(-base // m) * m), max(m, -(-base // m) * m) + 2 * m)
     random_inputs = parity_inputs(spec, sizes)
-    real_inputs = images.val[:16] if images else []
+    real_inputs = images or []
     if images is None:
         say(f"note: {src.path} is not inside a run directory; parity is checked on random input only")
 
@@ -243,8 +232,8 @@ def export_model(
             model_lp = quantize_int8(model_lp, src, quiet=quiet)
         _write_openvino(model_lp, out, precision)
     low = load_runner(out, backend="openvino", precision=precision)
-    check = real_inputs if real_inputs else random_inputs
-    reference = [fp32_outputs for fp32_outputs in torch_outputs(net, check)]
+    check = run_images(src, "val", max_images=PRECISION_COST_IMAGES) or random_inputs
+    reference = torch_outputs(net, check)
     result["psnr_vs_fp32"] = psnr_against(low, check, reference)
     result["max_abs_diff_vs_fp32"] = max_abs_difference(low, check, reference)
     on = f"{len(check)} validation images" if real_inputs else f"{len(check)} random batches (no run data)"

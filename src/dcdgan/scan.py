@@ -240,10 +240,11 @@ def splits_to_scan(cfg: Config) -> list[str]:
 
 def _missing_split(cfg: DataConfig, split: str, folders: str) -> str:
     """The message for a split whose folders are missing, with the fix that fits the split's role."""
+    them = "it" if folders.endswith("folder") else "them"
     if split == cfg.val_split:
-        return f"no {folders} for data.val_split={split}; add them, or set data.val_split=holdout to validate on images held out from train"
+        return f"no {folders} for data.val_split={split}; add {them}, or set data.val_split=holdout to validate on images held out from train"
     if split == cfg.test_split and split != cfg.train_split:
-        return f"no {folders} for data.test_split={split} (used by the final evaluation); add it, set data.test_split, or set eval.final=false"
+        return f"no {folders} for data.test_split={split} (used by the final evaluation); add {them}, set data.test_split, or set eval.final=false"
     return f"no {folders} for data.train_split={split}"
 
 
@@ -289,6 +290,28 @@ def _size_problems(cfg: DataConfig, kind: str, path: Path, info: ImageInfo, repo
         report.warnings.append(Problem(str(path), f"{shown} is smaller than data.crop_size={cfg.crop_size}; upscaled by data.preprocess={cfg.preprocess}"))
 
 
+def _check_matched(cfg: DataConfig, folders: list[Path], a: list[Path], b: list[Path], infos: dict[Path, ImageInfo], report: ScanReport) -> None:
+    """A/ and B/ folders matched by name: every file needs a partner of the same size; a bad file takes its partner out."""
+    problem = unmatched_names(a, b)
+    if problem:
+        report.fatal.append(Problem(f"{folders[0]} and {folders[1]}", problem))
+    by_stem = {p.stem: p for p in b}
+    for path in a:
+        other = by_stem.get(path.stem)
+        if other is None:
+            continue
+        ia, ib = infos[path], infos[other]
+        if ia.error or ib.error:
+            good, broken = (other, path) if ia.error else (path, other)
+            if not infos[good].error:
+                report.partners.append(Problem(str(good), f"left out with its partner {broken}"))
+        elif (ia.width, ia.height) != (ib.width, ib.height):
+            report.bad.append(Problem(str(path), f"{ia.width}x{ia.height} but its partner {other} is {ib.width}x{ib.height}; A and B of a pair must have the same size"))
+            report.partners.append(Problem(str(other), f"left out with its partner {path}"))
+        else:
+            _size_problems(cfg, "matched", path, ia, report)
+
+
 def scan_data(cfg: DataConfig, splits: list[str], quiet: bool = False, use_cache: bool = True, workers: int = 0) -> ScanReport:
     """Check every image of ``splits``; returns the report (raises nothing for bad data)."""
     started = time.perf_counter()
@@ -327,25 +350,7 @@ def scan_data(cfg: DataConfig, splits: list[str], quiet: bool = False, use_cache
             report.bad.append(Problem(str(path), infos[path].error))
     for split, (kind, folders) in layouts.items():
         if kind == "matched" and listed.get(folders[0]) and listed.get(folders[1]):
-            a, b = listed[folders[0]], listed[folders[1]]
-            problem = unmatched_names(a, b)
-            if problem:
-                report.fatal.append(Problem(f"{folders[0]} and {folders[1]}", problem))
-            by_stem = {p.stem: p for p in b}
-            for path in a:
-                other = by_stem.get(path.stem)
-                if other is None:
-                    continue
-                ia, ib = infos[path], infos[other]
-                if ia.error or ib.error:
-                    good, broken = (other, path) if ia.error else (path, other)
-                    if not infos[good].error:
-                        report.partners.append(Problem(str(good), f"left out with its partner {broken}"))
-                elif (ia.width, ia.height) != (ib.width, ib.height):
-                    report.bad.append(Problem(str(path), f"{ia.width}x{ia.height} but its partner {other} is {ib.width}x{ib.height}; A and B of a pair must have the same size"))
-                    report.partners.append(Problem(str(other), f"left out with its partner {path}"))
-                else:
-                    _size_problems(cfg, kind, path, ia, report)
+            _check_matched(cfg, folders, listed[folders[0]], listed[folders[1]], infos, report)
         else:
             for folder in folders:
                 for path in listed.get(folder, []):

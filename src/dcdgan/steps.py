@@ -59,7 +59,7 @@ class StudentObjective:
     gan_mode: str
     conditional: bool  # pix2pix: the discriminator reads cat(A, image)
     vgg: VGGPerceptual | None
-    pixel_weight: float  # L1 to the teacher output: the weight-free stand-in for the VGG losses (0 when VGG is used)
+    pixel_weight: float  # L1 to the teacher output: distill.lambda_pixel, or the weight-free stand-in for the VGG losses
     taps: DCDTaps | None  # None unless method=dcd
 
 
@@ -233,5 +233,9 @@ def student_update(
             with up.autocast():
                 pred = disc(image)
             terms["S_gan"] = d.student_gan_weight * gan_loss_g(pred.float(), objective.gan_mode)
+        if set(terms) == {"S_dcd"} and up.accelerator.num_processes > 1:
+            # DCD alone trains the student up to its last tap; DDP needs every output in the graph of the loss
+            # (a zero-weighted term gives the layers after it zero gradients, as one process leaves them unchanged)
+            terms["S_dcd"] = terms["S_dcd"] + 0.0 * student_out.mean()
         up(opt, terms)
     return detached(terms)

@@ -1,0 +1,33 @@
+"""distill.lambda_pixel: an L1 to the teacher output beside (or instead of) the VGG losses."""
+
+import pytest
+import torch
+from accelerate import Accelerator
+
+from dcdgan.config import load_config
+from dcdgan.distill import setup_perceptual
+from dcdgan.errors import UserError
+
+
+@pytest.fixture(scope="module")
+def accelerator():
+    return Accelerator(cpu=True)
+
+
+def test_lambda_pixel_defaults_to_the_reference_objective(accelerator):
+    cfg = load_config("quickstart", ["distill.method=dcd", "perceptual.weights=none"])
+    assert cfg.distill.lambda_pixel == 0.0
+    assert setup_perceptual(cfg, accelerator) == (None, 0.0)
+
+
+def test_lambda_pixel_is_used_beside_vgg_and_without_it(accelerator):
+    with pytest.warns(UserWarning, match="RANDOM"):
+        vgg, weight = setup_perceptual(load_config("quickstart", ["distill.lambda_pixel=3", "perceptual.weights=random"]), accelerator)
+    assert vgg is not None and weight == 3.0
+    assert setup_perceptual(load_config("quickstart", ["distill.lambda_pixel=2.5", "perceptual.weights=none"]), accelerator) == (None, 2.5)
+    assert setup_perceptual(load_config("quickstart", ["distill.method=none", "distill.lambda_pixel=2.5"]), accelerator) == (None, 0.0)
+
+
+def test_lambda_pixel_must_not_be_negative():
+    with pytest.raises(UserError, match="distill.lambda_pixel"):
+        load_config("quickstart", ["distill.lambda_pixel=-1"])
