@@ -88,4 +88,4 @@ def test_load_network_state_one_line_errors():
     with pytest.raises(UserError) as err:
         load_network_state(net, {"weight": torch.ones(3, 2)}, "g.ckpt", "teacher")
     assert str(err.value) == ("g.ckpt: the stored teacher does not fit this config's network "
-                              "(Error(s) in loading state_dict for Linear:)")
+                              '(Missing key(s) in state_dict: "bias".)')

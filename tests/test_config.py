@@ -84,3 +84,16 @@ def test_every_key_has_help():
     text = help_text()
     for key in valid_keys():
         assert f"{key} = " in text
+
+
+def test_configs_of_older_releases_still_load(tmp_path):
+    from dcdgan.config import config_from_dict, to_dict
+
+    stored = to_dict(load_config("quickstart"))
+    for role in ("teacher", "student"):
+        del stored["model"][f"{role}_norm"], stored["model"][f"{role}_dropout"]
+    stored["model"].update(norm="batch", dropout=0.25)  # the single keys of releases before the task-aware defaults
+    cfg = config_from_dict(stored)
+    assert (cfg.model.teacher_norm, cfg.model.student_norm, cfg.model.teacher_dropout, cfg.model.student_dropout) == ("batch", "batch", 0.25, 0.25)
+    (tmp_path / "config.yaml").write_text("model:\n  dropout: 0.5\n")
+    assert load_config(str(tmp_path / "config.yaml")).model.student_dropout == 0.5

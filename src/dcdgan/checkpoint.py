@@ -146,6 +146,7 @@ def restore_run(
     pools: dict[str, Any],
     device: torch.device,
     scaler: Any = None,
+    path: Path | str = "checkpoint",
 ) -> dict:
     """Load a checkpoint into bare networks, optimizers, the fp16 loss scaler and this rank's pools; returns this
     rank's RNG states, which the caller sets last, once every data iterator exists, so nothing drawn during set-up
@@ -161,7 +162,7 @@ def restore_run(
     if set(state["networks"]) != set(networks):
         raise UserError(f"checkpoint networks {sorted(state['networks'])} do not match this config's {sorted(networks)}")
     for name, net in networks.items():
-        load_network_state(net, state["networks"][name], "checkpoint", name)
+        load_network_state(net, state["networks"][name], path, name)
     for name, opt in optimizers.items():
         opt.load_state_dict(state["optimizers"][name])
     if scaler is not None and state.get("grad_scaler"):

@@ -317,7 +317,7 @@ def _read_yaml(source: str) -> dict:
         raise UserError(f"{where}: invalid YAML ({str(err).splitlines()[0]})") from None
     if not isinstance(values, dict):
         raise UserError(f"{where}: expected a mapping of config sections")
-    return values
+    return upgrade_stored(values)  # a run's config.yaml from an older release still loads
 
 
 def parse_override(item: str) -> dict:
@@ -351,10 +351,21 @@ def load_config(source: str | None = None, overrides: list[str] = ()) -> Config:
     return apply_overrides(cfg, list(overrides))
 
 
+def upgrade_stored(values: dict) -> dict:
+    """A stored config of an older dcdgan in today's keys: ``model.norm``/``model.dropout`` applied to both generators."""
+    model = dict(values.get("model") or {})
+    for old in ("norm", "dropout"):
+        if old in model:
+            value = model.pop(old)
+            for role in ("teacher", "student"):
+                model.setdefault(f"{role}_{old}", value)
+    return {**values, "model": model} if "model" in values else values
+
+
 def config_from_dict(values: dict) -> Config:
-    """Rebuild a Config from its ``to_dict`` form (as stored in checkpoints and config.yaml)."""
+    """Rebuild a Config from its ``to_dict`` form (as stored in checkpoints and config.yaml, older releases included)."""
     cfg = Config()
-    _apply(cfg, values, "", cfg)
+    _apply(cfg, upgrade_stored(values), "", cfg)
     resolve_defaults(cfg)
     validate(cfg)
     return cfg

@@ -130,7 +130,7 @@ def setup(cfg: Config, run_dir: Path, resume: bool, quiet: bool) -> Run:
         runs.prepare_run_dir(run_dir, cfg, resume)
     if cfg.train.mixed_precision == "fp16" and accelerator.device.type == "cpu":
         say(accelerator, "train.mixed_precision=fp16 needs a GPU; on CPU this run trains in fp32 (bf16 works on CPU)")
-    state = load_newest(runs.last_checkpoint(run_dir).parent, lambda line: say(accelerator, line))[1] if resume else None
+    state_path, state = load_newest(runs.last_checkpoint(run_dir).parent, lambda line: say(accelerator, line)) if resume else (None, None)
     set_seed(cfg.train.seed)
     started = time.time()
 
@@ -172,7 +172,7 @@ def setup(cfg: Config, run_dir: Path, resume: bool, quiet: bool) -> Run:
         rng = restore_run(
             state, len(train_set), accelerator.num_processes, accelerator.process_index,
             {name: accelerator.unwrap_model(net) for name, net in nets.named().items()}, opts.named(),
-            {"a": task.pool_a, "b": task.pool_b}, accelerator.device, accelerator.scaler,
+            {"a": task.pool_a, "b": task.pool_b}, accelerator.device, accelerator.scaler, state_path,
         )
         selection.load(state["selection"])
         step = int(state["step"])

@@ -170,7 +170,9 @@ def _write_openvino(model, out: Path, precision: str) -> None:
 
 
 def _write_pt2(program, spec: GeneratorSpec, out: Path) -> None:
-    atomic_write(out, lambda tmp: torch.export.save(program, str(tmp), extra_files={"dcdgan.json": description_json(spec)}))
+    buffer = io.BytesIO()  # torch.export.save warns about a path not ending in .pt2, such as atomic_write's temporary name
+    torch.export.save(program, buffer, extra_files={"dcdgan.json": description_json(spec)})
+    atomic_write(out, lambda tmp: tmp.write_bytes(buffer.getvalue()))
 
 
 def export_model(
