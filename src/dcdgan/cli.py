@@ -130,6 +130,13 @@ def cmd_profile(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    from dcdgan.demo import serve
+
+    serve(args.models, host=args.host, port=args.port, backend=args.backend)
+    return 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from dcdgan.export import export_model
 
@@ -281,6 +288,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--teacher", action="store_true", help="use a run's teacher")
     p.add_argument("--json", action="store_true", help="print median_ms, p90_ms, ... as JSON")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("demo", help="teacher and student side by side in the browser, with latency (Gradio)", description=(
+        "Serve a Gradio app comparing a run's teacher and student on uploaded pictures, the run's test images or a live "
+        "sketch, with params, MACs and the latency of each call, the run's report, and the API endpoint /translate. "
+        "MODELS: nothing (the newest run under runs/), a run directory, or TEACHER STUDENT (run directories or model files)."))
+    p.add_argument("models", nargs="*", metavar="RUN_DIR_OR_MODEL", help="run directory, or teacher and student model files")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=7860, help="port (default 7860)")
+    p.add_argument("--backend", default="torch", choices=("torch", "onnxruntime", "openvino"), help="inference backend (default torch)")
+    p.set_defaults(func=cmd_demo)
+
     parser.add_argument("--debug", action="store_true", help="show the Python traceback of errors")
     for command in sub.choices.values():  # also accepted after the command; SUPPRESS keeps the top-level value
         command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show the Python traceback of errors")

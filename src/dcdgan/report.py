@@ -112,7 +112,7 @@ def write_report(run_dir: Path) -> Path:
     style = (
         "body{font-family:sans-serif;max-width:1000px;margin:auto}table{border-collapse:collapse}"
         "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}figure{display:inline-block;margin:4px}"
-        "img.grid{image-rendering:pixelated;width:240px}"
+        "img.grid{image-rendering:pixelated;max-width:100%}"  # natural size: samples.py already enlarged small tiles to >= 128 px
     )
     page = f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(run_dir.name)}</title><style>{style}</style></head><body>{''.join(parts)}</body></html>\n"
     out = run_dir / "report.html"

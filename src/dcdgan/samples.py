@@ -1,4 +1,6 @@
-"""Image grids of a fixed validation batch: input | teacher | student | target, one row per image."""
+"""Image grids of a fixed validation batch: input | teacher | student | target, one row per image.
+
+Tiles smaller than 128 px are enlarged (nearest) for viewing; the networks ran at the run's resolution."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from torch import Tensor, nn
 from torchvision.utils import make_grid, save_image
 
 from dcdgan.modes import eval_mode
+from dcdgan.viewing import enlarge_tensor
 
 
 def _rgb01(x: Tensor) -> Tensor:
@@ -19,7 +22,7 @@ def _rgb01(x: Tensor) -> Tensor:
 
 @torch.no_grad()
 def sample_grid(batch: dict, gen: nn.Module, student: nn.Module | None, device: torch.device) -> Tensor:
-    """A (3, H, W) grid in [0, 1]: columns input, task generator, student (if any), target (if paired)."""
+    """A (3, H, W) grid in [0, 1]: columns input, task generator, student (if any), target (if paired); small tiles enlarged."""
     real_a = batch["A"].to(device)
     columns = [real_a]
     with eval_mode(gen, student):
@@ -29,6 +32,7 @@ def sample_grid(batch: dict, gen: nn.Module, student: nn.Module | None, device: 
     if "B" in batch and batch["B"].shape[-2:] == real_a.shape[-2:]:
         columns.append(batch["B"])
     rows = torch.stack([_rgb01(c) for c in columns], 1).flatten(0, 1)  # image-major: one row per input
+    rows = enlarge_tensor(rows)  # display only: a 32 px tile becomes 128 px of 4x4 blocks
     return make_grid(rows, nrow=len(columns), padding=2, pad_value=1.0)
 
 
