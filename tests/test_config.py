@@ -10,7 +10,7 @@ from dcdgan.errors import UserError
 
 
 def test_defaults_are_the_paper_settings():
-    cfg = Config()
+    cfg = load_config(None)  # built-in defaults, auto keys resolved
     assert (cfg.train.lr, cfg.train.beta1, cfg.data.load_size, cfg.data.crop_size) == (2e-4, 0.5, 286, 256)
     assert (cfg.distill.lambda_style, cfg.distill.lambda_feat) == (1e4, 10.0)
     assert cfg.distill.teacher_taps == ["model.9", "model.12", "model.15", "model.18"] and cfg.distill.disc_tap == "model.10"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from pathlib import Path
 
 import pytest
@@ -17,7 +19,8 @@ from dcdgan.nets.generators import PUBLIC_DEFAULTS
 from dcdgan.weights import load_generator
 
 UNPAIRED = ["task=cyclegan", "data.mode=unpaired", "data.root=builtin:shoes_unpaired"]
-AUTO_KEYS = {"loss.gan_mode", "distill.lambda_dcd", "model.ndf", "model.teacher_norm", "model.teacher_dropout", "model.student_norm", "model.student_dropout"}
+AUTO_KEYS = {"loss.gan_mode", "distill.lambda_dcd", "model.ndf", "model.teacher_norm", "model.teacher_dropout", "model.student_norm", "model.student_dropout",
+             "distill.teacher_taps"}
 
 
 def resolved(cfg: Config) -> tuple:
@@ -146,17 +149,20 @@ def test_public_batchnorm_unet_256_distills_with_only_netG_and_weights(tmp_path,
     weights = tmp_path / "latest_net_G.pth"
     public = write_public_unet_256(weights, ngf=4, channels=1)
     run_dir = tmp_path / "unet"
-    # Norm and dropout are NOT set: they follow the teacher's architecture. The rest only makes the test small and
-    # fast (the quickstart's 32px shoes resized to the 256px unet_256 needs, narrow networks, 2 steps) and picks
-    # DCD taps that exist in a U-Net (the default taps are mobile-ResNet module paths).
+    # Norm, dropout and the DCD taps are NOT set: they follow the architectures. The rest only makes the test small
+    # and fast (the quickstart's 32px shoes resized to the 256px unet_256 needs, narrow networks, 2 steps).
     small = ["model.teacher_ngf=4", "model.student_ngf=4", "model.ndf=8", "data.load_size=256", "data.crop_size=256",
              "train.batch_size=1", "train.max_steps=2", "eval.max_images=2", "eval.final=false", "perceptual.weights=none",
-             "train.sample_every=0", "train.checkpoint_every=0",
-             "distill.teacher_taps=[model.model.1.model.3]", "distill.student_taps=[model.9]"]
+             "train.sample_every=0", "train.checkpoint_every=0"]
     args = ["distill", "model.teacher_netG=unet_256", f"model.teacher_weights={weights}", *small]
     assert main([*args, "--run-dir", str(run_dir), "--quiet"]) == 0
-    model = yaml.safe_load((run_dir / "config.yaml").read_text())["model"]
+    saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    model = saved["model"]
     assert (model["teacher_norm"], model["teacher_dropout"], model["student_norm"], model["student_dropout"]) == ("batch", 0.5, "instance", 0.0)
+    # the U-Net's map at 1/4 of the input (64x64, like the student's model.9), paired with the student's first tap
+    assert (saved["distill"]["teacher_taps"], saved["distill"]["student_taps"]) == (["model.model.1.model.3"], ["model.9"])
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert any(r.get("S_dcd", 0) > 0 for r in records)  # the DCD term ran on those taps
     teacher = load_file(run_dir / "teacher.safetensors")
     assert set(teacher) == set(public) and all(torch.equal(teacher[k], v) for k, v in public.items())  # loaded and frozen
     _, description = load_generator(run_dir / "student.safetensors")

@@ -19,9 +19,6 @@ import yaml
 
 from dcdgan.errors import UserError
 
-TAPS_MOBILE_RESNET = ["model.9", "model.12", "model.15", "model.18"]
-
-
 def opt(default: Any, help: str, choices: tuple = ()) -> Any:
     """A config field with help text (and allowed values) stored as dataclass metadata."""
     factory = (lambda: list(default)) if isinstance(default, list) else None
@@ -88,7 +85,7 @@ class DistillConfig:
     lambda_pixel: float = opt(0.0, "weight of an L1 between student and teacher outputs, beside the VGG losses (reference: 0; the VGG losses do not see stride-2 checkerboards, see docs/decisions.md)")
     student_gan_weight: float = opt(0.0, "direct adversarial loss on the student through the frozen discriminator (reference: 0)")
     train_teacher_connectors: bool = opt(False, "train the teacher-side connectors too (reference pix2pix) instead of keeping them frozen at init")
-    teacher_taps: list[str] = opt(TAPS_MOBILE_RESNET, "teacher generator modules whose outputs are distilled")
+    teacher_taps: list[str] | None = opt(None, "teacher generator modules whose outputs are distilled; auto = the teacher architecture's (ResNets: model.9, model.12, model.15, model.18; U-Net: model.model.1.model.3), paired with the student's by feature-map size")
     student_taps: list[str] = opt([], "student modules paired with teacher_taps by position (empty = same paths)")
     disc_tap: str = opt("model.10", "discriminator module whose activation compares the projections")
     dcd_min_size: int = opt(32, "projections smaller than this are bilinearly upsampled before the discriminator reads them")
@@ -176,7 +173,7 @@ def resolve_defaults(cfg: Config) -> list[str]:
     The one place these defaults are decided. The filled values are ordinary values afterwards, so config.yaml,
     checkpoints and ``--print-config`` show what the run uses, and a resumed run cannot change its mind.
     """
-    from dcdgan.nets.generators import PUBLIC_DEFAULTS
+    from dcdgan.nets.generators import PUBLIC_DEFAULTS, default_taps
 
     task = TASK_DEFAULTS[cfg.task]
     m = cfg.model
@@ -189,8 +186,14 @@ def resolve_defaults(cfg: Config) -> list[str]:
         "model.teacher_dropout": m.teacher_dropout,
         "model.student_norm": m.student_norm,
         "model.student_dropout": m.student_dropout,
+        "distill.teacher_taps": cfg.distill.teacher_taps,
     }
     filled = [key for key, value in current.items() if value is None]
+    if cfg.distill.teacher_taps is None:
+        teacher_taps, student_taps = default_taps(m.teacher_netG, m.student_netG)
+        cfg.distill.teacher_taps = teacher_taps
+        if not cfg.distill.student_taps and student_taps != teacher_taps:
+            cfg.distill.student_taps = student_taps
     cfg.loss.gan_mode = task.gan_mode if cfg.loss.gan_mode is None else cfg.loss.gan_mode
     cfg.distill.lambda_dcd = task.lambda_dcd if cfg.distill.lambda_dcd is None else cfg.distill.lambda_dcd
     m.ndf = task.ndf if m.ndf is None else m.ndf

@@ -211,6 +211,24 @@ PUBLIC_DEFAULTS: dict[str, PublicDefaults] = {
 }
 
 
+# Default DCD taps per architecture, ordered from the first feature map at 1/4 of the input size. The ResNets: the
+# spec's taps (after the downsampling, then after blocks 3, 6, 9). The U-Net has one map at 1/4 size: the output of
+# its third level (down, inner levels, up, concatenated with its input).
+DEFAULT_TAPS: dict[str, list[str]] = {
+    "resnet_9blocks": ["model.9", "model.12", "model.15", "model.18"],
+    "mobile_resnet_9blocks": ["model.9", "model.12", "model.15", "model.18"],
+    "unet_256": ["model.model.1.model.3"],
+    "unet_128": ["model.model.1.model.3"],
+}
+
+
+def default_taps(teacher_netG: str, student_netG: str) -> tuple[list[str], list[str]]:
+    """(teacher taps, student taps) paired by position: each architecture's defaults, cut to the shorter list."""
+    teacher, student = DEFAULT_TAPS[teacher_netG], DEFAULT_TAPS[student_netG]
+    n = min(len(teacher), len(student))
+    return teacher[:n], student[:n]
+
+
 def _norm_and_dropout(spec: GeneratorSpec) -> tuple[str, float]:
     default = PUBLIC_DEFAULTS[spec.netG]
     return spec.norm or default.norm, default.dropout if spec.dropout is None else spec.dropout
