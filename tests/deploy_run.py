@@ -4,19 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from conftest import TINY_RUN as SHARED_TINY_RUN
+
 from dcdgan.cli import main
 
-TINY_RUN = [
-    "model.teacher_ngf=8",
-    "model.student_ngf=4",
-    "model.ndf=8",
-    "perceptual.weights=none",
-    "eval.final=false",
-    "eval.max_images=8",
-    "train.max_steps=2",
-    "train.sample_every=0",
-    "train.checkpoint_every=0",
-]
+TINY_RUN = [*SHARED_TINY_RUN, "train.max_steps=2"]
 
 
 def tiny_run(folder: Path) -> Path:

@@ -12,19 +12,10 @@ from safetensors.torch import load_file
 from dcdgan.checkpoint import load_checkpoint
 from dcdgan.cli import main
 from dcdgan.weights import load_generator
+from conftest import TINY_RUN
 
 # tiny and fast: narrow networks, no VGG, no final FID; 2 steps
-TINY = [
-    "model.teacher_ngf=8",
-    "model.student_ngf=4",
-    "model.ndf=8",
-    "perceptual.weights=none",
-    "eval.final=false",
-    "eval.max_images=8",
-    "train.log_every=1",
-    "train.sample_every=0",
-    "train.checkpoint_every=0",
-]
+TINY = TINY_RUN
 
 
 def distill(tmp_path: Path, name: str, recipe: str, *overrides: str) -> Path:

@@ -15,18 +15,9 @@ from dcdgan.checkpoint import load_checkpoint, load_newest, older_files, rank_st
 from dcdgan.cli import main
 from dcdgan.errors import UserError
 from dcdgan.pool import ImagePool
+from conftest import TINY_RUN
 
-TINY = [
-    "model.teacher_ngf=8",
-    "model.student_ngf=4",
-    "model.ndf=8",
-    "perceptual.weights=none",
-    "eval.final=false",
-    "eval.max_images=8",
-    "train.log_every=1",
-    "train.sample_every=0",
-    "train.checkpoint_every=0",
-]
+TINY = TINY_RUN
 
 
 def distill(tmp_path: Path, name: str, *overrides: str, recipe: str = "quickstart") -> Path:
