@@ -4,12 +4,25 @@ from __future__ import annotations
 
 import copy
 
+import pytest
 import torch
 from accelerate import Accelerator
 
 from dcdgan.assembly import build_networks, dcd_taps
 from dcdgan.config import load_config
-from dcdgan.steps import Optimizers, StudentObjective, Updater, generate, pix2pix_update, student_update
+from dcdgan.pool import ImagePool
+from dcdgan.steps import (
+    NonFiniteUpdate,
+    Optimizers,
+    StudentObjective,
+    TaskObjective,
+    Updater,
+    detached,
+    generate,
+    pix2pix_update,
+    student_update,
+    task_step,
+)
 
 TINY = ["model.teacher_ngf=8", "model.student_ngf=4", "model.ndf=8"]
 
@@ -70,3 +83,143 @@ def test_pix2pix_update_trains_disc_and_teacher_but_not_the_student():
     losses = pix2pix_update(t.up, t.nets.disc_b, t.opts, t.cfg.loss, b["A"], b["B"], fake)
     assert set(losses) == {"D", "G_gan", "G_L1"}
     assert changed(disc, t.nets.disc_b) and changed(teacher, t.nets.teacher) and not changed(student, t.nets.student)
+
+
+# ---------------------------------------------------------------- Updater, Optimizers, detached
+
+
+def test_updater_zeroes_then_steps_on_the_sum_and_records_the_terms():
+    p = torch.nn.Parameter(torch.tensor([1.0, 2.0]))
+    p.grad = torch.tensor([100.0, 100.0])  # left over from elsewhere: zero_grad must drop it
+    up = Updater(Accelerator(cpu=True))
+    up(torch.optim.SGD([p], lr=1.0), {"a": 2 * p.sum(), "b": (3 * p.sum()).to(torch.bfloat16)})
+    assert torch.equal(p.detach(), torch.tensor([-4.0, -3.0]))  # gradient of 2 sum + 3 sum is 5 per element
+    applied = up.applied()
+    assert applied == {"a": 6.0, "b": 9.0}
+    assert all(v.dtype == torch.float32 and not v.requires_grad for v in applied.values())
+    assert up.applied() == {}  # emptied by reading
+    up(torch.optim.SGD([p], lr=0.0), {"a": p.sum()})
+    up(torch.optim.SGD([p], lr=0.0), {"c": p.sum() * 0})
+    assert up.applied() == {"a": -7.0, "c": 0.0}  # every update since the last read, latest value per name
+
+
+def test_updater_in_skip_mode_refuses_nonfinite_terms_before_changing_anything():
+    p = torch.nn.Parameter(torch.tensor([1.0]))
+    up = Updater(Accelerator(cpu=True), skip_nonfinite=True)
+    assert (Updater(Accelerator(cpu=True)).skip_nonfinite, up.skip_nonfinite) == (False, True)
+    terms = {"a": p.sum(), "b": p.sum() * float("nan"), "c": p.sum() * float("inf"), "d": -p.sum() * float("inf")}
+    with pytest.raises(NonFiniteUpdate) as err:
+        up(torch.optim.SGD([p], lr=1.0), terms)
+    assert err.value.terms == ["b", "c", "d"] and str(err.value) == "b, c, d"
+    assert isinstance(err.value, RuntimeError)
+    assert p.item() == 1.0 and p.grad is None and up.applied() == {}
+    up(torch.optim.SGD([p], lr=1.0), {"a": p.sum()})  # finite: applied
+    assert p.item() == 0.0 and up.applied() == {"a": 1.0}
+    up.check_finite({"x": torch.tensor(1e30, dtype=torch.float64)})  # finite in float32 too: no error
+    with pytest.raises(NonFiniteUpdate, match="^x$"):
+        up.check_finite({"x": torch.tensor(1e300, dtype=torch.float64)})  # overflows the float32 check: refused
+
+
+def test_updater_without_skip_applies_a_nonfinite_update():
+    p = torch.nn.Parameter(torch.tensor([1.0]))
+    up = Updater(Accelerator(cpu=True))
+    up(torch.optim.SGD([p], lr=1.0), {"b": p.sum() * float("nan")})
+    assert p.isnan().all() and up.applied()["b"].isnan()
+
+
+def test_updater_unwraps_wrappers_and_gives_the_accelerators_autocast():
+    accelerator = Accelerator(cpu=True)
+    up = Updater(accelerator)
+    net = torch.nn.Linear(2, 2)
+    assert up.accelerator is accelerator
+    assert up.unwrap(net) is net and up.unwrap(torch.nn.DataParallel(net)) is net
+    with up.autocast():
+        assert (net(torch.ones(1, 2))).dtype == torch.float32  # no mixed precision on this accelerator
+
+
+def test_optimizers_named_lists_the_present_ones_under_checkpoint_keys():
+    adam = lambda: torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))])  # noqa: E731
+    disc, gen, student = adam(), adam(), adam()
+    assert Optimizers(disc, gen, student).named() == {"disc": disc, "gen": gen, "student": student}
+    assert list(Optimizers(disc, None, student).named().items()) == [("disc", disc), ("student", student)]
+    assert Optimizers(disc, gen, None).named() == {"disc": disc, "gen": gen}
+
+
+def test_detached_gives_fp32_tensors_without_graph():
+    x = torch.tensor(1.5, requires_grad=True)
+    out = detached({"a": (x * 2).to(torch.bfloat16), "b": x + 1})
+    assert out == {"a": 3.0, "b": 2.5}
+    assert all(v.dtype == torch.float32 and not v.requires_grad and v.grad_fn is None for v in out.values())
+
+
+# ---------------------------------------------------------------- the CycleGAN task update through task_step
+
+
+def lsgan_g(pred):
+    return ((pred - 1) ** 2).mean()
+
+
+def lsgan_d(real_pred, fake_pred):
+    return 0.5 * (((real_pred - 1) ** 2).mean() + (fake_pred**2).mean())
+
+
+def l1(x, y):
+    return (x - y).abs().mean()
+
+
+def cyclegan(*overrides: str):
+    cfg = load_config("quickstart_unpaired", [*TINY, "distill.method=none", *overrides])
+    torch.manual_seed(0)
+    nets = build_networks(cfg)
+    adam = lambda *mods: torch.optim.Adam([p for m in mods for p in m.parameters()], lr=1e-3)  # noqa: E731
+    opts = Optimizers(disc=adam(nets.disc_a, nets.disc_b), gen=adam(nets.baseline, nets.gen_ba), student=None)
+    task = TaskObjective("cyclegan", cfg.loss, ImagePool(cfg.loss.pool_size, 1), ImagePool(cfg.loss.pool_size, 2))
+    return nets, opts, task
+
+
+def test_cyclegan_task_step_losses_and_weights_match_the_plain_formulas():
+    nets, opts, task = cyclegan("loss.lambda_cycle=3", "loss.lambda_identity=0.25")
+    b = batch()
+    a, real_b = b["A"], b["B"]
+    g_ab, g_ba, d_a, d_b = (copy.deepcopy(n) for n in (nets.baseline, nets.gen_ba, nets.disc_a, nets.disc_b))
+    with torch.no_grad():
+        fake_b, fake_a = g_ab(a), g_ba(real_b)
+        cycle = l1(g_ba(fake_b), a) + l1(g_ab(fake_a), real_b)
+        identity = l1(g_ab(real_b), real_b) + l1(g_ba(a), a)
+        expected = {"G_gan_AB": lsgan_g(d_b(fake_b)), "G_gan_BA": lsgan_g(d_a(fake_a)), "G_cycle": cycle, "G_idt": identity,
+                    "D_A": lsgan_d(d_a(a), d_a(fake_a)), "D_B": lsgan_d(d_b(real_b), d_b(fake_b))}  # the pools are filling: fakes pass
+    before = {name: snapshot(net) for name, net in nets.named().items()}
+    up = Updater(Accelerator(cpu=True))
+    losses = task_step(up, nets, opts, task, b)
+    assert set(losses) == set(expected)
+    for name, value in expected.items():
+        assert losses[name].item() == pytest.approx(value.item(), rel=1e-5), name
+    applied = up.applied()  # the weighted terms the optimizers saw
+    assert applied["G_cycle"].item() == pytest.approx(3 * cycle.item(), rel=1e-5)
+    assert applied["G_idt"].item() == pytest.approx(3 * 0.25 * identity.item(), rel=1e-5)
+    assert applied["D_A"].item() == pytest.approx(expected["D_A"].item(), rel=1e-5)
+    assert all(changed(before[name], net) for name, net in nets.named().items())
+    assert len(task.pool_a.images) == len(task.pool_b.images) == 2
+    assert torch.allclose(torch.cat(task.pool_b.images), fake_b, atol=1e-6)
+
+
+def test_cyclegan_without_identity_has_no_identity_term():
+    nets, opts, task = cyclegan("loss.lambda_identity=0")
+    losses = task_step(Updater(Accelerator(cpu=True)), nets, opts, task, batch())
+    assert set(losses) == {"G_gan_AB", "G_gan_BA", "G_cycle", "D_A", "D_B"}
+
+
+def test_cyclegan_with_a_frozen_teacher_trains_only_the_b_discriminator():
+    nets, _, task = cyclegan()
+    nets.gen_ba = nets.disc_a = None  # what a pretrained teacher assembles: no B->A side
+    nets.baseline.requires_grad_(False)
+    opts = Optimizers(disc=torch.optim.Adam(nets.disc_b.parameters(), lr=1e-3), gen=None, student=None)
+    b = batch()
+    d_b, g_ab = copy.deepcopy(nets.disc_b), copy.deepcopy(nets.baseline)
+    with torch.no_grad():
+        expected = lsgan_d(d_b(b["B"]), d_b(g_ab(b["A"])))
+    before = snapshot(nets.disc_b)
+    losses = task_step(Updater(Accelerator(cpu=True)), nets, opts, task, b)
+    assert list(losses) == ["D_B"] and losses["D_B"].item() == pytest.approx(expected.item(), rel=1e-5)
+    assert changed(before, nets.disc_b) and not changed(snapshot(g_ab), nets.baseline)
+    assert len(task.pool_b.images) == 2 and task.pool_a.images == []
