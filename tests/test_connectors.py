@@ -88,3 +88,31 @@ def test_pairs_must_match_in_number():
     assert DCDTaps(("a", "b"), ("c", "d"), "t", 1).pairs() == [("a", "c"), ("b", "d")]
     with pytest.raises(ValueError):
         DCDTaps(("a", "b"), ("c",), "t", 1).pairs()
+
+
+def test_connector_relu_is_in_place_and_batchnorm_keeps_defaults():
+    _, bn, relu = connector(3, 2)
+    assert relu.inplace is True
+    assert (bn.eps, bn.momentum, bn.affine, bn.track_running_stats) == (1e-5, 0.1, True, True)
+
+
+def test_new_projector_has_a_frozen_eval_teacher_side_by_default():
+    taps = DCDTaps(("a",), ("c",), "disc.tap", 8)
+    p = DCDProjector(taps, {"a": 4}, {"c": 2}, 5)  # train_teacher defaults to False (reference CycleGAN)
+    assert p.train_teacher is False and p.taps is taps
+    assert p.training and p.student.training and not p.teacher.training  # eval from construction, before any train()
+    assert not any(q.requires_grad for q in p.teacher.parameters())
+    trained = DCDProjector(taps, {"a": 4}, {"c": 2}, 5, True)
+    assert trained.teacher.training and all(q.requires_grad for q in trained.teacher.parameters())
+
+
+def test_teacher_side_in_eval_uses_running_statistics():
+    p = projector()
+    feats = {"a": torch.randn(2, 4, 8, 8) * 3 + 2, "b": torch.randn(2, 6, 8, 8)}
+    out = p(feats, {"c": torch.randn(2, 2, 8, 8), "d": torch.randn(2, 3, 8, 8)})
+    conv, bn, _ = p.teacher["a"]
+    expected = torch.relu((conv(feats["a"]) - bn.running_mean.view(1, -1, 1, 1)) / torch.sqrt(bn.running_var.view(1, -1, 1, 1) + bn.eps)
+                          * bn.weight.view(1, -1, 1, 1) + bn.bias.view(1, -1, 1, 1))
+    assert torch.allclose(out[0][1], expected, atol=1e-6)
+    assert torch.equal(bn.running_mean, torch.zeros(5))  # eval: the running statistics did not move
+    assert not torch.equal(p.student["a"][1].running_mean, torch.zeros(5))  # the student side is in train mode

@@ -81,3 +81,66 @@ class Branchy(nn.Module):
 def test_forward_until_a_module_forward_never_reaches():
     with pytest.raises(RuntimeError, match="^toy: module unused was not reached by forward\\(\\)$"):
         forward_until(Branchy(), "unused", torch.zeros(1), "toy")
+
+
+def test_unknown_tap_whose_prefix_matches_nothing_lists_the_first_paths():
+    with pytest.raises(UserError) as err:
+        resolve_taps(net(), ["zz.1"], "toy")
+    assert str(err.value) == "toy: no module at zz.1; valid paths include 0, 1, 2, 3, 3.0, 3.1, 4"
+    big = nn.Sequential(*[nn.ReLU() for _ in range(20)])
+    with pytest.raises(UserError) as err:
+        resolve_taps(big, ["zz.1"], "big")
+    assert str(err.value).endswith("valid paths include " + ", ".join(str(i) for i in range(12)))
+
+
+def test_nearby_paths_share_everything_but_the_last_component():
+    deep = nn.Sequential(nn.Sequential(nn.Sequential(nn.ReLU(), nn.ReLU()), nn.ReLU()), nn.ReLU())
+    with pytest.raises(UserError) as err:
+        resolve_taps(deep, ["0.0.7"], "deep")
+    assert str(err.value) == "deep: no module at 0.0.7; valid paths include 0.0, 0.0.0, 0.0.1"
+
+
+def test_errors_name_the_network_by_default():
+    with pytest.raises(UserError, match="^network: no module at 9;"), capture(net(), ["9"]):
+        pass
+    with pytest.raises(UserError, match="^network: no module at 9;"):
+        tap_channels(net(), ["9"], (1, 1, 4, 4))
+    with pytest.raises(UserError, match="^network: no module at 9;"):
+        forward_until(net(), "9", torch.zeros(1, 1, 4, 4))
+    with pytest.raises(RuntimeError, match="^network: module unused was not reached"):
+        forward_until(Branchy(), "unused", torch.zeros(1))
+
+
+def test_capture_keys_each_output_by_its_own_tap_and_keeps_the_latest_forward():
+    n = net()
+    x1, x2 = torch.randn(1, 1, 4, 4), torch.randn(1, 1, 4, 4)
+    with capture(n, ["4", "0", "2"]) as feats:
+        n(x1)
+        n(x2)
+    assert list(feats) == ["0", "2", "4"]  # filled in forward order
+    assert torch.equal(feats["4"], n(x2)) and torch.equal(feats["0"], n[0](x2))
+    assert feats["2"].shape == (1, 3, 4, 4) and (feats["2"] >= 0).all()  # after the ReLU
+    n(x1)  # after the block: hooks are gone, the dict no longer changes
+    assert torch.equal(feats["4"], n(x2))
+
+
+def test_capture_removes_its_hooks_when_the_block_raises():
+    n = net()
+    with pytest.raises(ValueError), capture(n, ["0", "3.1"]):
+        raise ValueError("inside the block")
+    assert all(not m._forward_hooks for m in n.modules())
+
+
+def test_tap_channels_probes_with_zeros_of_the_given_shape():
+    n = net()
+    seen = []
+    n[0].register_forward_pre_hook(lambda _m, inputs: seen.append((inputs[0].device, inputs[0].shape, inputs[0].abs().sum().item())))
+    assert tap_channels(n, ["3.1"], (2, 1, 3, 3)) == {"3.1": 5}
+    assert seen == [(torch.device("cpu"), (2, 1, 3, 3), 0.0)]  # device: the parameters' (CPU here)
+
+
+def test_forward_until_returns_the_first_output_of_the_tap():
+    n = net()
+    x = torch.randn(1, 1, 4, 4)
+    assert torch.equal(forward_until(n, "0", x, "toy"), n[0](x))
+    assert all(not m._forward_hooks for m in n.modules())
