@@ -100,3 +100,57 @@ def test_unreadable_file_message_names_the_error(tmp_path):
     detail = message.split("(", 1)[1]
     kind, first_line = detail.split(": ", 1)
     assert kind.endswith("Error") and kind != "NoneType" and first_line not in ("None)", ")") and "\n" not in message
+
+
+def test_load_network_state_names_unexpected_keys_and_falls_back_to_the_first_line():
+    net = torch.nn.Linear(2, 3)
+    good = {"weight": torch.ones(3, 2), "bias": torch.zeros(3)}
+    with pytest.raises(UserError) as err:
+        load_network_state(net, good | {"extra": torch.ones(1)}, "f.ckpt", "student")
+    assert str(err.value) == "f.ckpt: the stored student does not fit this config's network (Unexpected key(s) in state_dict: \"extra\".)"
+    with pytest.raises(UserError) as err:  # no informative line: torch's first line
+        load_network_state(net, [1, 2], "f.ckpt", "student")
+    assert str(err.value) == "f.ckpt: the stored student does not fit this config's network (Expected state_dict to be dict-like, got <class 'list'>.)"
+    with pytest.raises(UserError) as err:  # a long key: the detail is capped at 160 characters
+        load_network_state(net, good | {"k" * 300: torch.ones(1)}, "f.ckpt", "student")
+    detail = str(err.value).split("network (", 1)[1][:-1]
+    assert len(detail) == 160 and detail.startswith('Unexpected key(s) in state_dict: "kkk')
+
+    class Silent(torch.nn.Module):
+        def load_state_dict(self, state_dict, strict=True, assign=False):
+            raise RuntimeError()  # no message at all: the error's type stands in
+
+    with pytest.raises(UserError) as err:
+        load_network_state(Silent(), good, "f.ckpt", "teacher")
+    assert str(err.value) == "f.ckpt: the stored teacher does not fit this config's network (RuntimeError)"
+
+
+def test_unreadable_file_detail_is_capped_at_120_characters(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (print, ("never printed",))
+
+    torch.save({"format": FORMAT, "x": Evil()}, tmp_path / "evil.ckpt")
+    with pytest.raises(UserError) as err:
+        load_checkpoint(tmp_path / "evil.ckpt")
+    detail = str(err.value).split("(UnpicklingError: ", 1)[1]
+    assert detail.endswith(")") and len(detail) == 121  # torch's first line is longer: cut to 120 characters
+
+
+def test_atomic_write_makes_missing_folders_and_writes_a_dot_tmp_beside_the_target(tmp_path, monkeypatch):
+    from dcdgan import checkpoint
+
+    seen = []
+    path = tmp_path / "a" / "b" / "c.ckpt"
+    checkpoint.atomic_write(path, lambda tmp: (seen.append(tmp), tmp.write_bytes(b"x")))
+    assert path.read_bytes() == b"x" and len(seen) == 1
+    assert seen[0].parent == path.parent and seen[0].name.startswith(".c.ckpt.") and seen[0].name.endswith(".tmp")
+    assert sorted(p.name for p in path.parent.iterdir()) == ["c.ckpt"]
+
+    def vanish_then_fail(tmp):
+        tmp.unlink()  # the temporary file is already gone when the write fails: the write's error is reported
+        raise OSError("disk gone")
+
+    with pytest.raises(OSError, match="disk gone"):
+        checkpoint.atomic_write(path, vanish_then_fail)
+    assert path.read_bytes() == b"x"

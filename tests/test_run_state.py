@@ -138,6 +138,36 @@ def test_sync_folder_fsyncs_the_directory_and_tolerates_what_cannot_be_opened(tm
     sync_folder(tmp_path)  # swallowed; the descriptor is still closed
 
 
+def test_rotating_saves_write_dot_tmp_files_in_the_folder(tmp_path, monkeypatch):
+    """Temporary files sit beside last.ckpt and match the ``.*.tmp`` a later save cleans up after a killed process."""
+    made, mkstemp = [], checkpoint.tempfile.mkstemp
+
+    def recording_mkstemp(*args, **kwargs):
+        fd, name = mkstemp(*args, **kwargs)
+        made.append(name)
+        return fd, name
+
+    monkeypatch.setattr(checkpoint.tempfile, "mkstemp", recording_mkstemp)
+    save_rotating(tmp_path, {"step": 1}, keep=2)
+    save_rotating(tmp_path, {"step": 2}, keep=2)  # also a keep_copy of the old last.ckpt to last.1.ckpt
+    names = [os.path.basename(n) for n in made]
+    assert [os.path.dirname(n) for n in made] == [str(tmp_path)] * 3
+    assert [n.split(".")[1:3] for n in names] == [["last", "ckpt"], ["last", "ckpt"], ["last", "1"]]
+    assert all(n.startswith(".") and n.endswith(".tmp") for n in names)
+    assert steps_in(tmp_path) == {"last.1.ckpt": 1, "last.ckpt": 2}
+
+
+def test_failed_rotating_save_reports_its_own_error_when_the_temporary_file_is_gone(tmp_path, monkeypatch):
+    def vanish_then_fail(obj, name):
+        os.unlink(name)
+        raise OSError("disk gone")
+
+    monkeypatch.setattr(checkpoint.torch, "save", vanish_then_fail)
+    with pytest.raises(OSError, match="disk gone"):
+        save_rotating(tmp_path, {"step": 1}, keep=2)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_save_rotating_syncs_the_folder(tmp_path, monkeypatch):
     synced = []
     monkeypatch.setattr(checkpoint, "sync_folder", lambda folder: synced.append(folder))
@@ -268,18 +298,20 @@ def test_restore_run_continues_exactly(tmp_path):
 
 def test_restore_run_gives_each_rank_its_own_pools_and_rng():
     run = Run(0)
-    run.train_a_step()
-    rank0 = rank_state(run.pools)
-    run.train_a_step()
-    rank1 = rank_state(run.pools)
-    state = state_of(run, [rank0, rank1])
+    ranks = []
+    for _ in range(3):
+        run.train_a_step()
+        ranks.append(rank_state(run.pools))
+    rank0, rank1, rank2 = ranks
+    state = state_of(run, ranks)
     fresh = Run(3)
-    rng = restore_run(state, 12, 2, 1, fresh.networks, fresh.optimizers, fresh.pools, torch.device("cpu"))
+    assert restore_run(state, 12, 3, 2, fresh.networks, fresh.optimizers, fresh.pools, torch.device("cpu")) is rank2["rng"]
+    rng = restore_run(state, 12, 3, 1, fresh.networks, fresh.optimizers, fresh.pools, torch.device("cpu"))
     assert rng is rank1["rng"]
     assert torch.equal(torch.cat(fresh.pools["b"].images), rank1["pools"]["b"]["images"])
     assert torch.equal(fresh.pools["b"].generator.get_state(), rank1["pools"]["b"]["rng"])
     assert fresh.scaler.get_scale() == 16.0  # no scaler passed: the fresh one keeps its own scale
-    rng = restore_run(state, 12, 2, 0, fresh.networks, fresh.optimizers, fresh.pools, torch.device("cpu"))
+    rng = restore_run(state, 12, 3, 0, fresh.networks, fresh.optimizers, fresh.pools, torch.device("cpu"))
     assert rng is rank0["rng"]
     assert torch.equal(torch.cat(fresh.pools["a"].images), rank0["pools"]["a"]["images"])
 
