@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import pytest
 import torch
@@ -10,6 +11,7 @@ from accelerate import Accelerator
 
 from dcdgan.assembly import build_networks, dcd_taps
 from dcdgan.config import load_config
+from dcdgan.errors import UserError
 from dcdgan.pool import ImagePool
 from dcdgan.steps import (
     NonFiniteUpdate,
@@ -223,3 +225,94 @@ def test_cyclegan_with_a_frozen_teacher_trains_only_the_b_discriminator():
     assert list(losses) == ["D_B"] and losses["D_B"].item() == pytest.approx(expected.item(), rel=1e-5)
     assert changed(before, nets.disc_b) and not changed(snapshot(g_ab), nets.baseline)
     assert len(task.pool_b.images) == 2 and task.pool_a.images == []
+
+
+# ---------------------------------------------------------------- what the updates hand to the optimizers
+
+
+def test_pix2pix_update_weights_l1_and_keeps_generator_gradients_out_of_the_discriminator():
+    t = training("loss.lambda_recon=7")
+    b = batch()
+    fake, _ = generate(t.up, t.nets.teacher, b["A"], (), grad=True)
+    d = copy.deepcopy(t.nets.disc_b)
+    loss_d = 0.5 * (torch.relu(1 - d(torch.cat([b["A"], b["B"]], 1))).mean() + torch.relu(1 + d(torch.cat([b["A"], fake.detach()], 1))).mean())
+    loss_d.backward()  # hinge, by hand: the gradient the discriminator's update must have used, and nothing more
+    losses = pix2pix_update(t.up, t.nets.disc_b, t.opts, t.cfg.loss, b["A"], b["B"], fake)
+    applied = t.up.applied()
+    assert set(applied) == {"D", "G_gan", "G_L1"}
+    assert applied["D"].item() == pytest.approx(loss_d.item(), rel=1e-6) == losses["D"].item()
+    assert applied["G_gan"].item() == losses["G_gan"].item()
+    assert applied["G_L1"].item() == pytest.approx(7 * l1(fake, b["B"]).item(), rel=1e-6)
+    assert losses["G_L1"].item() == pytest.approx(l1(fake, b["B"]).item(), rel=1e-6)
+    for (name, p), q in zip(t.nets.disc_b.named_parameters(), d.parameters()):
+        assert torch.allclose(p.grad, q.grad, atol=1e-7), name  # the generator's backward added nothing
+
+
+def unconditional_student(*overrides: str):
+    """A CycleGAN DCD assembly whose student learns from pixels and the GAN term only (no DCD taps)."""
+    cfg = load_config("quickstart_unpaired", [*TINY, *overrides])
+    torch.manual_seed(0)
+    nets = build_networks(cfg)
+    opts = Optimizers(disc=torch.optim.Adam(nets.disc_b.parameters()), gen=None, student=torch.optim.Adam(nets.student.parameters(), lr=1e-3))
+    objective = StudentObjective(cfg.distill, "lsgan", False, vgg=None, pixel_weight=2.0, taps=None)
+    return cfg, nets, opts, objective
+
+
+def test_unconditional_student_update_without_taps_matches_the_plain_formula():
+    cfg, nets, opts, objective = unconditional_student("distill.student_gan_weight=3")
+    b = batch()
+    teacher_out = torch.rand(2, 1, 32, 32)
+    s, d = copy.deepcopy(nets.student), copy.deepcopy(nets.disc_b)
+    with torch.no_grad():
+        out = s(b["A"])
+        expected = {"S_pixel": 2.0 * l1(out, teacher_out), "S_gan": 3 * lsgan_g(d(out))}  # the discriminator reads the image alone
+    losses = student_update(Updater(Accelerator(cpu=True)), nets, opts.student, objective, b["A"], teacher_out, {})
+    assert set(losses) == set(expected)
+    for name, value in expected.items():
+        assert losses[name].item() == pytest.approx(value.item(), rel=1e-5), name
+
+
+def test_joint_and_burst_steps_without_taps_train_the_student_from_the_teacher_output():
+    cfg, nets, opts, objective = unconditional_student()
+    nets.snapshot = copy.deepcopy(nets.teacher).requires_grad_(False)
+    b = batch()
+    task = TaskObjective("cyclegan", cfg.loss, ImagePool(0, 1), ImagePool(0, 2))
+    from dcdgan.steps import burst_student_step, joint_step
+
+    s = copy.deepcopy(nets.student)
+    with torch.no_grad():
+        expected = 2.0 * l1(s(b["A"]), nets.teacher(b["A"]))
+    losses = joint_step(Updater(Accelerator(cpu=True)), nets, opts, task, objective, b, update_task=False)
+    assert list(losses) == ["S_pixel"] and losses["S_pixel"].item() == pytest.approx(expected.item(), rel=1e-5)
+    nets.snapshot.model[-2].weight.data.zero_()  # a snapshot that differs from the teacher: the burst step must use it
+    s = copy.deepcopy(nets.student)
+    with torch.no_grad():
+        expected = 2.0 * l1(s(b["A"]), nets.snapshot(b["A"]))
+    losses = burst_student_step(Updater(Accelerator(cpu=True)), nets, opts, objective, b)
+    assert list(losses) == ["S_pixel"] and losses["S_pixel"].item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_student_update_names_the_student_generator_for_a_wrong_tap():
+    t = training()
+    bad = StudentObjective(t.cfg.distill, t.cfg.loss.gan_mode, True, vgg=None, pixel_weight=1.0,
+                           taps=dataclasses.replace(t.taps, student=("model.99",) * len(t.taps.student)))
+    b = batch()
+    with pytest.raises(UserError, match="^student generator: no module at model.99"):
+        student_update(t.up, t.nets, t.opts.student, bad, b["A"], torch.zeros(2, 1, 32, 32), {})
+
+
+def test_dcd_alone_under_several_processes_keeps_every_student_layer_in_the_graph(monkeypatch):
+    """DDP needs a gradient for every parameter: with DCD the only term, the student's output joins the loss at weight 0."""
+    t = training("distill.student_gan_weight=0")
+    objective = StudentObjective(t.cfg.distill, t.cfg.loss.gan_mode, True, vgg=None, pixel_weight=0.0, taps=t.taps)
+    b = batch()
+    fake, feats = generate(t.up, t.nets.teacher, b["A"], t.taps.teacher, grad=False)
+    twin = copy.deepcopy(t)
+    single = student_update(t.up, t.nets, t.opts.student, objective, b["A"], fake, feats)
+    no_grad_single = {n for n, p in t.nets.student.named_parameters() if p.grad is None}
+    assert list(single) == ["S_dcd"] and no_grad_single  # one process: the layers after the last tap get no gradient
+    monkeypatch.setattr(Accelerator, "num_processes", property(lambda self: 2))
+    several = student_update(twin.up, twin.nets, twin.opts.student, objective, b["A"], fake, feats)
+    assert list(several) == ["S_dcd"] and several["S_dcd"].item() == single["S_dcd"].item()  # the extra term weighs 0
+    assert all(twin.nets.student.get_parameter(n).grad is not None for n in no_grad_single)
+    assert all(torch.count_nonzero(twin.nets.student.get_parameter(n).grad) == 0 for n in no_grad_single)
