@@ -122,6 +122,21 @@ def test_updater_in_skip_mode_refuses_nonfinite_terms_before_changing_anything()
         up.check_finite({"x": torch.tensor(1e300, dtype=torch.float64)})  # overflows the float32 check: refused
 
 
+def test_updater_drops_old_gradients_so_adam_leaves_unused_parameters_alone():
+    p, q = torch.nn.Parameter(torch.tensor([1.0])), torch.nn.Parameter(torch.tensor([1.0]))
+    adam, up = torch.optim.Adam([p, q], lr=0.1), Updater(Accelerator(cpu=True))
+    up(adam, {"both": p.sum() + q.sum()})
+    q_after_first = q.item()
+    up(adam, {"p only": p.sum()})
+    assert q.grad is None and q.item() == q_after_first  # a zero gradient would still move q by Adam's momentum
+
+
+def test_generate_names_the_teacher_generator_for_a_wrong_tap():
+    t = training()
+    with pytest.raises(UserError, match="^teacher generator: no module at model.99"):
+        generate(t.up, t.nets.teacher, batch()["A"], ("model.99",), grad=False)
+
+
 def test_updater_without_skip_applies_a_nonfinite_update():
     p = torch.nn.Parameter(torch.tensor([1.0]))
     up = Updater(Accelerator(cpu=True))
@@ -197,9 +212,16 @@ def test_cyclegan_task_step_losses_and_weights_match_the_plain_formulas():
     for name, value in expected.items():
         assert losses[name].item() == pytest.approx(value.item(), rel=1e-5), name
     applied = up.applied()  # the weighted terms the optimizers saw
-    assert applied["G_cycle"].item() == pytest.approx(3 * cycle.item(), rel=1e-5)
-    assert applied["G_idt"].item() == pytest.approx(3 * 0.25 * identity.item(), rel=1e-5)
-    assert applied["D_A"].item() == pytest.approx(expected["D_A"].item(), rel=1e-5)
+    weights = {"G_cycle": 3, "G_idt": 3 * 0.25}
+    assert set(applied) == set(expected)
+    for name, value in expected.items():
+        assert applied[name].item() == pytest.approx(weights.get(name, 1) * value.item(), rel=1e-5), name
+    for net, copy_ in ((nets.disc_a, d_a), (nets.disc_b, d_b)):  # the generators' backward left the discriminators alone
+        copy_.zero_grad()
+    lsgan_d(d_a(a), d_a(fake_a)).backward()
+    lsgan_d(d_b(real_b), d_b(fake_b)).backward()
+    for net, copy_ in ((nets.disc_a, d_a), (nets.disc_b, d_b)):
+        assert all(torch.allclose(p.grad, q.grad, atol=1e-6) for p, q in zip(net.parameters(), copy_.parameters()))
     assert all(changed(before[name], net) for name, net in nets.named().items())
     assert len(task.pool_a.images) == len(task.pool_b.images) == 2
     assert torch.allclose(torch.cat(task.pool_b.images), fake_b, atol=1e-6)
@@ -221,7 +243,9 @@ def test_cyclegan_with_a_frozen_teacher_trains_only_the_b_discriminator():
     with torch.no_grad():
         expected = lsgan_d(d_b(b["B"]), d_b(g_ab(b["A"])))
     before = snapshot(nets.disc_b)
-    losses = task_step(Updater(Accelerator(cpu=True)), nets, opts, task, b)
+    up = Updater(Accelerator(cpu=True))
+    losses = task_step(up, nets, opts, task, b)
+    assert list(up.applied()) == ["D_B"]
     assert list(losses) == ["D_B"] and losses["D_B"].item() == pytest.approx(expected.item(), rel=1e-5)
     assert changed(before, nets.disc_b) and not changed(snapshot(g_ab), nets.baseline)
     assert len(task.pool_b.images) == 2 and task.pool_a.images == []
@@ -316,3 +340,7 @@ def test_dcd_alone_under_several_processes_keeps_every_student_layer_in_the_grap
     assert list(several) == ["S_dcd"] and several["S_dcd"].item() == single["S_dcd"].item()  # the extra term weighs 0
     assert all(twin.nets.student.get_parameter(n).grad is not None for n in no_grad_single)
     assert all(torch.count_nonzero(twin.nets.student.get_parameter(n).grad) == 0 for n in no_grad_single)
+    skip = Updater(Accelerator(cpu=True), skip_nonfinite=True)  # the finiteness check's all-reduce path
+    with pytest.raises(NonFiniteUpdate, match="^b$"):
+        skip.check_finite({"a": torch.tensor(1.0), "b": torch.tensor(float("nan"))})
+    skip.check_finite({"a": torch.tensor(1.0)})
