@@ -329,3 +329,16 @@ def test_eval_lpips_column(tiny_run, tmp_path, capsys):
     assert main(args) == 0
     metrics = json.loads(capsys.readouterr().out)
     assert all(m["lpips"] > 0 for m in metrics["models"].values())
+
+
+def test_kid_defaults_and_seeded_subsets():
+    rng = np.random.default_rng(3)
+    real, fake = rng.normal(size=(12, 4)), rng.normal(size=(12, 4)) + 0.5
+    default = kernel_inception_distance(real, fake)  # 100 subsets of min(1000, 12) images, seed 0
+    assert default == kernel_inception_distance(real, fake, subsets=100, subset_size=12, seed=0)
+    few = kernel_inception_distance(real, fake, subsets=5, subset_size=6)
+    assert few == kernel_inception_distance(real, fake, subsets=5, subset_size=6, seed=0)  # seed 0 by default, reproducible
+    assert few != kernel_inception_distance(real, fake, subsets=5, subset_size=6, seed=1)
+    r32, f32 = real.astype(np.float32), fake.astype(np.float32)
+    widened = kernel_inception_distance(r32.astype(np.float64), f32.astype(np.float64), subsets=5, subset_size=6)
+    assert kernel_inception_distance(r32, f32, subsets=5, subset_size=6) == widened  # float32 features are computed in float64

@@ -69,3 +69,15 @@ def test_phase_lr_rounds_the_constant_share():
     factors = [phase_lr_factor(cfg, Phase(STUDENT, i, i, 6, 1)) for i in range(6)]
     assert factors == pytest.approx([1, 1, 1, 1, 1 - 1 / 3, 1 - 2 / 3])
     assert lr_factor(0, 0, 1) == pytest.approx(0.5) and lr_factor(3, 5, 2) == 1.0
+
+
+def test_interleaved_phases_carry_their_index_and_epoch_count():
+    cfg = load_config("quickstart", ["train.nepochs=2", "train.nepochs_decay=1"])
+    assert [(p.index, p.epoch, p.epochs) for p in build_plan(cfg, train_size=10, student_size=0)] == [(0, 0, 3), (1, 1, 3), (2, 2, 3)]
+
+
+def test_bursts_come_after_every_burst_every_teacher_epochs_counted_from_one():
+    cfg = load_config("quickstart_unpaired", ["distill.schedule=burst", "distill.n_dis=1", "distill.burst_every=3", "train.nepochs=7",
+                                              "train.nepochs_decay=0"])
+    kinds = "".join("T" if p.kind == TASK else "S" for p in build_plan(cfg, train_size=8, student_size=8))
+    assert kinds == "TTTSSSTTTSSSTSSS"  # after teacher epochs 3 and 6, and a final burst after the 7th
