@@ -201,13 +201,16 @@ def test_student_and_teacher_files_are_the_best_on_validation_and_the_last(tmp_p
     for key, value in load_file(run / "student_last.safetensors").items():
         assert torch.equal(value, last["networks"]["student"][key])
 
-    # the interleaved schedule scores only the student: the delivered teacher is the last one, and says so
+    # the online teacher is scored at each validation too: teacher.json names its best step and score
     teacher = json.loads((run / "teacher.json").read_text())
-    assert teacher["chosen"] == "last" and teacher["step"] == 4 and teacher["selection"] is None
-    assert not [r for r in records(run) if "val/teacher_l1" in r]
-    for name in ("teacher", "teacher_last"):
-        for key, value in load_file(run / f"{name}.safetensors").items():
-            assert torch.equal(value, last["networks"]["gen_ab"][key])
+    teacher_scores = {r["step"]: r["val/teacher_l1"] for r in records(run) if "val/teacher_l1" in r}
+    assert sorted(teacher_scores) == [1, 2, 3, 4]
+    best_step = min(teacher_scores, key=lambda s: (teacher_scores[s], s))
+    assert teacher["chosen"] == "best on validation" and teacher["step"] == best_step
+    assert teacher["selection"] == {"metric": "l1", "score": teacher_scores[best_step], "split": "val"}
+    assert json.loads((run / "teacher_last.json").read_text())["step"] == 4
+    for key, value in load_file(run / "teacher_last.safetensors").items():
+        assert torch.equal(value, last["networks"]["gen_ab"][key])
 
 
 def test_burst_delivers_the_best_teacher_it_selected(tmp_path, offline, tiny_inception, monkeypatch):

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 from conftest import TINY_RUN, read_images
 
 from dcdgan.checkpoint import load_checkpoint
@@ -59,39 +60,60 @@ def same_weights(a: dict, b: dict) -> bool:
 
 
 def test_best_checkpoint_holds_the_step_with_the_lowest_score(tmp_path, offline, scripted):
-    calls = scripted([3.0, 1.0, 1.0, 5.0])  # a tie at step 3: the earlier step stays best
+    calls = scripted([3.0, 1.0, 1.0, 5.0], teacher=[4.0, 6.0, 2.0, 2.0])  # a tie at step 3: the earlier step stays best
     run = distill(tmp_path / "run", "quickstart", "eval.every=1", "train.max_steps=4")
-    assert calls == [("student", 3.0), ("student", 1.0), ("student", 1.0), ("student", 5.0)]
+    assert calls == [("teacher", 4.0), ("student", 3.0), ("teacher", 6.0), ("student", 1.0),
+                     ("teacher", 2.0), ("student", 1.0), ("teacher", 2.0), ("student", 5.0)]
     assert records(run, "val/l1") == [(1, 3.0), (2, 1.0), (3, 1.0), (4, 5.0)]
+    assert records(run, "val/teacher_l1") == [(1, 4.0), (2, 6.0), (3, 2.0), (4, 2.0)]
     best, last = (load_checkpoint(run / "checkpoints" / f"{n}.ckpt") for n in ("best", "last"))
     assert best["step"] == 2 and last["step"] == 4
     assert last["selection"]["best_step"] == 2 and last["selection"]["best_score"] == 1.0
     assert [h["val_l1"] for h in last["selection"]["history"]] == [3.0, 1.0, 1.0, 5.0]
     assert not same_weights(best["networks"]["student"], last["networks"]["student"])
+    assert last["selection"]["teacher_best_step"] == 3 and last["selection"]["teacher_best_score"] == 2.0
+    teacher = json.loads((run / "teacher.json").read_text())
+    assert teacher["chosen"] == "best on validation" and teacher["step"] == 3
+    assert teacher["selection"] == {"metric": "l1", "score": 2.0, "split": "val"}
+    assert json.loads((run / "teacher_last.json").read_text())["step"] == 4
 
 
 def test_best_checkpoint_is_the_weights_of_that_step(tmp_path, offline, scripted):
-    scripted([2.0, 1.0, 4.0])
+    scripted([2.0, 1.0, 4.0], teacher=[2.0, 1.0, 3.0])
     run = distill(tmp_path / "run", "quickstart", "eval.every=1", "train.max_steps=3")
-    scripted([7.0])
+    scripted([7.0], teacher=[7.0])
     short = distill(tmp_path / "short", "quickstart", "train.max_steps=2")  # the same run, stopped at step 2
     best = load_checkpoint(run / "checkpoints" / "best.ckpt")
     at_two = load_checkpoint(short / "checkpoints" / "last.ckpt")
     for name in ("student", "gen_ab", "disc_b", "projector"):
         assert same_weights(best["networks"][name], at_two["networks"][name]), name
+    # teacher.safetensors is the teacher of step 2 (its best), not of step 3
+    delivered = load_file(run / "teacher.safetensors")
+    assert same_weights(delivered, at_two["networks"]["gen_ab"])
+    assert not same_weights(delivered, load_checkpoint(run / "checkpoints" / "last.ckpt")["networks"]["gen_ab"])
+
+
+def test_teacher_is_not_scored_when_select_teacher_is_off(tmp_path, offline, scripted):
+    calls = scripted([2.0, 1.0])
+    run = distill(tmp_path / "run", "quickstart", "eval.every=1", "train.max_steps=2", "eval.select_teacher=false")
+    assert calls == [("student", 2.0), ("student", 1.0)]
+    teacher = json.loads((run / "teacher.json").read_text())
+    assert teacher["chosen"] == "last" and teacher["step"] == 2 and teacher["selection"] is None
 
 
 def test_selection_state_survives_resume(tmp_path, offline, scripted):
-    scripted([3.0, 1.0])
+    scripted([3.0, 1.0], teacher=[1.0, 2.0])
     run = distill(tmp_path / "run", "quickstart", "eval.every=1", "train.max_steps=2")
-    scripted([2.0, 1.5])  # worse than step 2's 1.0: best.ckpt must stay at step 2 after the resume
+    scripted([2.0, 1.5], teacher=[1.5, 1.0])  # student worse than step 2's 1.0: best.ckpt must stay at step 2 after the resume
     resume(run, "train.max_steps=4")
     last = load_checkpoint(run / "checkpoints" / "last.ckpt")
     assert load_checkpoint(run / "checkpoints" / "best.ckpt")["step"] == 2
     assert last["selection"]["best_step"] == 2 and [h["step"] for h in last["selection"]["history"]] == [1, 2, 3, 4]
-    scripted([0.5])  # better: the resumed run takes over best.ckpt
+    assert last["selection"]["teacher_best_step"] == 1  # the resumed teacher's 1.0 ties step 1's: the earlier stays
+    scripted([0.5], teacher=[0.5])  # better: the resumed run takes over best.ckpt and teacher.safetensors
     resume(run, "train.max_steps=5")
     assert load_checkpoint(run / "checkpoints" / "best.ckpt")["step"] == 5
+    assert json.loads((run / "teacher.json").read_text())["step"] == 5
 
 
 BURST = ["distill.schedule=burst", "distill.burst_every=1", "distill.n_dis=1", "train.nepochs=3", "train.nepochs_decay=0",
@@ -133,6 +155,10 @@ def test_paired_l1_validation_is_the_distance_to_the_targets(tmp_path, offline, 
         expected = (student.eval()(read_images(val / "A")) - read_images(val / "B")).abs().mean().item()
     assert records(run, "val/l1") == [(2, pytest.approx(expected, rel=1e-5))]
     assert load_checkpoint(run / "checkpoints" / "best.ckpt")["selection"]["best_score"] == pytest.approx(expected, rel=1e-5)
+    teacher, _ = load_generator(run / "teacher.safetensors")  # scored on the same split, against the same targets
+    with torch.no_grad():
+        expected = (teacher.eval()(read_images(val / "A")) - read_images(val / "B")).abs().mean().item()
+    assert records(run, "val/teacher_l1") == [(2, pytest.approx(expected, rel=1e-5))]
 
 
 def test_unpaired_l1_validation_is_the_distance_to_the_teacher(tmp_path, offline, folder_data):

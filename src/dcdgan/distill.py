@@ -321,10 +321,13 @@ def mean_over_processes(accelerator: Accelerator, losses: Losses) -> dict[str, f
 
 
 def validate(run: Run, step: int) -> None:
-    """Score the deliverable on validation (once, broadcast); keep best.ckpt."""
+    """Score the deliverable on validation (once, broadcast); keep best.ckpt. An online teacher of the interleaved
+    schedule is scored too, so that the delivered teacher is also its best on validation."""
     sel = run.selection
     if sel.metric is None:
         return
+    if scores_teacher_at_validation(run):
+        validate_teacher(run, step)
     score = run.validator.score_student(run.nets.deliverable, run.nets.teacher)
     sel.history.append({"step": step, f"val_{sel.metric}": score})
     run.metrics_log.write({"step": step, f"val/{sel.metric}": score})
@@ -332,6 +335,14 @@ def validate(run: Run, step: int) -> None:
     if sel.improves(score):
         sel.best_score, sel.best_step = score, step
         save(run, step, best=True)
+
+
+def scores_teacher_at_validation(run: Run) -> bool:
+    """Whether validation also scores the teacher: it trains online (a pretrained one never changes), the schedule is
+    interleaved (burst scores it when a burst begins, see select_snapshot), and a teacher metric exists."""
+    cfg = run.cfg
+    return (cfg.eval.select_teacher and run.nets.teacher is not None and not pretrained_teacher(cfg)
+            and cfg.distill.schedule != "burst" and run.validator.teacher_metric() is not None)
 
 
 def validate_teacher(run: Run, step: int) -> bool:
@@ -419,8 +430,9 @@ def deliverable_info(cfg: Config, step: int, role: str) -> dict:
 
 def write_deliverables(run: Run, step: int) -> None:
     """student.safetensors: the best-on-validation student when selection ran, else the last; student_last.safetensors:
-    the last. The same for the teacher: the burst schedule selects it (its best is written when scored, see
-    validate_teacher); otherwise teacher.safetensors is the last teacher and says so."""
+    the last. The same for the teacher: its best is written when it is scored (validate_teacher: at validations, or
+    when a burst begins); unscored (pretrained, eval.select_teacher=false, no metric), teacher.safetensors is the last
+    teacher and says so."""
     cfg, acc, nets, sel = run.cfg, run.accelerator, run.nets, run.selection
     out = run.run_dir
     last = {"chosen": "last", "selection": None}
