@@ -349,3 +349,38 @@ def test_dcd_loss_sums_over_pairs():
     a, b, c = torch.zeros(1, 1, 2, 2), torch.ones(1, 1, 2, 2), torch.full((1, 1, 2, 2), 3.0)
     assert dcd_loss(disc, "0", [("x", a, b), ("y", a, c)]).item() == pytest.approx(1 + 3)
     assert dcd_loss(disc, "0", [("x", b, b)]).item() == 0
+
+
+class FailsOnStudentSide(Shrinking):
+    """Reads a teacher projection, but raises a size error for anything that carries gradients (the student side)."""
+
+    def forward(self, x):
+        if x.requires_grad:
+            raise RuntimeError("Calculated padded input size per channel: (2 x 2). Kernel size: (4 x 4).")
+        return self.pool(x)
+
+
+def test_dcd_errors_name_the_side_and_taps_that_cannot_be_read():
+    p = torch.zeros(1, 3, 4, 4)
+    s = torch.zeros(1, 3, 4, 4, requires_grad=True)
+    failing = Shrinking(fail="Calculated padded input size per channel: (2 x 2). Kernel size: (4 x 4).")
+    with pytest.raises(ValueError, match=r"^DCD: the discriminator cannot read the \(4, 4\) projection of teacher taps a, b before reaching pool;"):
+        dcd_loss(failing, "pool", [("a", p, s), ("b", p, s)])
+    with pytest.raises(ValueError, match=r"^DCD: the discriminator cannot read the \(4, 4\) projection of student taps a, b before reaching pool;"):
+        dcd_loss(FailsOnStudentSide(), "pool", [("a", p, s), ("b", p, s)])
+    with pytest.raises(ValueError, match=r"projection of teacher tap a before"):
+        dcd_loss_per_tap(failing, "pool", [("a", p, s)])
+    with pytest.raises(ValueError, match=r"projection of student tap a before"):
+        dcd_loss_per_tap(FailsOnStudentSide(), "pool", [("a", p, s)])
+    with pytest.raises(UserError, match="^discriminator: no module at nope;"):
+        dcd_loss_per_tap(Shrinking(), "nope", [("a", p, s)])
+
+
+def test_dcd_loss_per_tap_of_a_single_pair():
+    torch.manual_seed(0)
+    p_t, p_s = torch.randn(2, 3, 8, 8), torch.randn(2, 3, 8, 8, requires_grad=True)
+    pool = torch.nn.AvgPool2d(4)
+    expected = (pool(p_t) - pool(p_s)).abs().mean()
+    for loss in (dcd_loss_per_tap, dcd_loss):
+        value = loss(Shrinking(), "pool", [("a", p_t, p_s)])
+        assert value.dtype == torch.float32 and value.item() == pytest.approx(expected.item(), rel=1e-6)

@@ -342,3 +342,13 @@ def test_kid_defaults_and_seeded_subsets():
     r32, f32 = real.astype(np.float32), fake.astype(np.float32)
     widened = kernel_inception_distance(r32.astype(np.float64), f32.astype(np.float64), subsets=5, subset_size=6)
     assert kernel_inception_distance(r32, f32, subsets=5, subset_size=6) == widened  # float32 features are computed in float64
+
+
+def test_reference_stats_are_float64_and_need_two_rows():
+    rng = np.random.default_rng(4)
+    x32 = rng.normal(size=(2, 3)).astype(np.float32)  # two rows: the fewest with a covariance
+    stats = ReferenceStats.from_features(x32)
+    wide = ReferenceStats.from_features(x32.astype(np.float64))
+    assert stats.mu.dtype == stats.sigma.dtype == np.float64
+    assert np.array_equal(stats.mu, wide.mu) and np.array_equal(stats.sigma, wide.sigma)
+    assert np.allclose(stats.sigma, np.cov(x32.astype(np.float64).T))

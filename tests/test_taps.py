@@ -144,3 +144,23 @@ def test_forward_until_returns_the_first_output_of_the_tap():
     x = torch.randn(1, 1, 4, 4)
     assert torch.equal(forward_until(n, "0", x, "toy"), n[0](x))
     assert all(not m._forward_hooks for m in n.modules())
+
+
+class Named(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.encoder = nn.ReLU(), nn.Sequential(nn.ReLU())
+
+    def forward(self, x):
+        return self.encoder(self.a(x))
+
+
+def test_a_wrong_top_level_name_lists_the_first_paths_not_its_prefix_matches():
+    with pytest.raises(UserError) as err:
+        resolve_taps(Named(), ["enc"], "toy")
+    assert str(err.value) == "toy: no module at enc; valid paths include a, encoder, encoder.0"
+
+
+def test_tap_channels_errors_name_the_given_network():
+    with pytest.raises(UserError, match="^toy: no module at 9;"):
+        tap_channels(net(), ["9"], (1, 1, 4, 4), "toy")
