@@ -340,7 +340,11 @@ def test_dcd_alone_under_several_processes_keeps_every_student_layer_in_the_grap
     assert list(several) == ["S_dcd"] and several["S_dcd"].item() == single["S_dcd"].item()  # the extra term weighs 0
     assert all(twin.nets.student.get_parameter(n).grad is not None for n in no_grad_single)
     assert all(torch.count_nonzero(twin.nets.student.get_parameter(n).grad) == 0 for n in no_grad_single)
-    skip = Updater(Accelerator(cpu=True), skip_nonfinite=True)  # the finiteness check's all-reduce path
+
+
+def test_finiteness_check_under_several_processes_goes_through_the_all_reduce(monkeypatch):
+    monkeypatch.setattr(Accelerator, "num_processes", property(lambda self: 2))  # one process here: the all-reduce is a copy
+    skip = Updater(Accelerator(cpu=True), skip_nonfinite=True)
     with pytest.raises(NonFiniteUpdate, match="^b$"):
         skip.check_finite({"a": torch.tensor(1.0), "b": torch.tensor(float("nan"))})
     skip.check_finite({"a": torch.tensor(1.0)})
