@@ -352,3 +352,23 @@ def test_reference_stats_are_float64_and_need_two_rows():
     assert stats.mu.dtype == stats.sigma.dtype == np.float64
     assert np.array_equal(stats.mu, wide.mu) and np.array_equal(stats.sigma, wide.sigma)
     assert np.allclose(stats.sigma, np.cov(x32.astype(np.float64).T))
+
+
+def test_kid_subsets_are_seeded_draws_without_replacement_by_hand():
+    rng = np.random.default_rng(5)
+    real, fake = rng.normal(size=(12, 4)), rng.normal(size=(10, 4)) + 0.3
+    draw, scores = np.random.default_rng(7), []
+    for _ in range(4):
+        x, y = real[draw.choice(12, 6, replace=False)], fake[draw.choice(10, 6, replace=False)]
+        k = lambda a, b: (a @ b.T / 4 + 1) ** 3  # noqa: E731
+        scores.append((k(x, x).sum() - np.trace(k(x, x))) / 30 + (k(y, y).sum() - np.trace(k(y, y))) / 30 - 2 * k(x, y).mean())
+    mean, std = kernel_inception_distance(real, fake, subsets=4, subset_size=6, seed=7)
+    assert mean == pytest.approx(np.mean(scores), rel=1e-12) and std == pytest.approx(np.std(scores), rel=1e-12)
+    assert kernel_inception_distance(real, fake[:5], subsets=2, subset_size=6, seed=7) == kernel_inception_distance(
+        real, fake[:5], subsets=2, subset_size=5, seed=7)  # the smaller side caps the subset size
+
+
+def test_kid_default_subset_size_is_1000():
+    rng = np.random.default_rng(6)
+    real, fake = rng.normal(size=(1001, 2)), rng.normal(size=(1001, 2))
+    assert kernel_inception_distance(real, fake, subsets=1) == kernel_inception_distance(real, fake, subsets=1, subset_size=1000)
