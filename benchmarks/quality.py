@@ -265,7 +265,7 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=1, help="runs trained at the same time")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
     parser.add_argument("overrides", nargs="*", help="key=value applied to every run (e.g. data.root=..., data.crop_size=64)")
-    args = parser.parse_args()
+    args = parser.parse_intermixed_args()  # options may come after the overrides, as in the examples above
     torch.set_num_threads(args.threads)
     methods = [m for m in args.methods.split(",") if m]
     unknown = set(methods) - set(METHODS)
