@@ -58,6 +58,7 @@ TINY_RUN = [  # narrow networks, no VGG, no final evaluation, a log line every s
     "model.student_ngf=4",
     "model.ndf=8",
     "perceptual.weights=none",
+    "distill.lambda_pixel=0",  # the quickstart recipe's L1 to the teacher would join every student loss here
     "eval.final=false",
     "train.log_every=1",
     "train.sample_every=0",
