@@ -93,6 +93,9 @@ def test_pretrained_teacher_stays_frozen(tmp_path, offline):
     state = load_checkpoint(run / "checkpoints" / "last.ckpt")
     assert all(torch.equal(v, state["networks"]["gen_ab"][k]) for k, v in teacher.items())
     assert "gen" not in state["optimizers"] and "G_L1" not in records(run)[0]
+    # a frozen teacher never changes: validation does not score it, and it is delivered as it is
+    assert any("val/l1" in r for r in records(run)) and not any("val/teacher_l1" in r for r in records(run))
+    assert json.loads((run / "teacher.json").read_text())["chosen"] == "last"
 
 
 def test_method_none_is_the_student_alone(tmp_path, offline):
