@@ -149,3 +149,19 @@ def tiny_run_dir(tmp_path_factory):
     from deploy_run import tiny_run
 
     return tiny_run(tmp_path_factory.mktemp("deploy"))
+
+
+# Plain formulas the loss tests recompute the product's values with (independent of dcdgan.losses).
+def lsgan_g(pred):
+    """LSGAN generator loss: mean (D(fake) - 1)^2."""
+    return ((pred - 1) ** 2).mean()
+
+
+def lsgan_d(real_pred, fake_pred):
+    """LSGAN discriminator loss: half of mean (D(real) - 1)^2 plus mean D(fake)^2."""
+    return 0.5 * (((real_pred - 1) ** 2).mean() + (fake_pred**2).mean())
+
+
+def l1(x, y):
+    """Mean absolute difference."""
+    return (x - y).abs().mean()

@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
 
+from conftest import l1, lsgan_d, lsgan_g
+
 from dcdgan import steps
 from dcdgan.assembly import build_networks, dcd_taps
 from dcdgan.config import load_config
@@ -108,18 +110,6 @@ def assert_update_is_minus_gradient(before: list[torch.Tensor], after: list[torc
     delta, grad = flat(b - a for b, a in zip(before, after)), flat(grads)
     assert grad.norm() > 0
     assert (delta - grad).norm() <= 1e-3 * grad.norm(), f"relative error {((delta - grad).norm() / grad.norm()).item():.3g}"
-
-
-def lsgan_g(pred):
-    return ((pred - 1) ** 2).mean()
-
-
-def lsgan_d(real, fake):
-    return 0.5 * (((real - 1) ** 2).mean() + (fake**2).mean())
-
-
-def l1(x, y):
-    return (x - y).abs().mean()
 
 
 # ---------------------------------------------------------------- pix2pix

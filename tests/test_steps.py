@@ -9,6 +9,8 @@ import pytest
 import torch
 from accelerate import Accelerator
 
+from conftest import l1, lsgan_d, lsgan_g
+
 from dcdgan.assembly import build_networks, dcd_taps
 from dcdgan.config import load_config
 from dcdgan.errors import UserError
@@ -170,18 +172,6 @@ def test_detached_gives_fp32_tensors_without_graph():
 
 
 # ---------------------------------------------------------------- the CycleGAN task update through task_step
-
-
-def lsgan_g(pred):
-    return ((pred - 1) ** 2).mean()
-
-
-def lsgan_d(real_pred, fake_pred):
-    return 0.5 * (((real_pred - 1) ** 2).mean() + (fake_pred**2).mean())
-
-
-def l1(x, y):
-    return (x - y).abs().mean()
 
 
 def cyclegan(*overrides: str):
