@@ -261,7 +261,7 @@ def main() -> None:
                 else:
                     if probe:
                         emit({"step": step, "variant": n, "grad_norm": term_grad_norms(t, real_a, fake_b, feats)})
-                    losses = student_update(up, t.nets, t.opts.student, t.objective, real_a, fake_b, feats)
+                    losses = student_update(up, t.nets, t.opts.student, t.objective, real_a, real_b, fake_b, feats)
                 losses = {k: v.item() for k, v in losses.items()}
                 times[n] += time.perf_counter() - t0
                 if probe:

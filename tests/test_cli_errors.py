@@ -55,7 +55,7 @@ def test_student_without_any_loss(tmp_path, capsys, offline):
     args = ["distill", "quickstart", *TINY_RUN, "distill.method=omgd", "train.max_steps=1", "--run-dir", str(tmp_path / "r"), "--quiet"]
     assert main(args) == 2  # omgd without VGG (perceptual.weights=none), no DCD, no GAN term: nothing to learn from
     assert one_line_error(capsys) == (
-        "dcdgan distill: error: the student has no loss: enable VGG (distill.lambda_style/lambda_feat), dcd, or distill.student_gan_weight"
+        "dcdgan distill: error: the student has no loss: enable VGG (distill.lambda_style/lambda_feat), dcd, distill.student_gan_weight or distill.lambda_target"
     )
 
 

@@ -15,6 +15,7 @@ def test_defaults_are_the_paper_settings():
     assert (cfg.distill.lambda_style, cfg.distill.lambda_feat) == (1e4, 10.0)
     assert cfg.distill.teacher_taps == ["model.9", "model.12", "model.15", "model.18"] and cfg.distill.disc_tap == "model.10"
     assert cfg.distill.student_gan_weight == 0 and cfg.distill.train_teacher_connectors is False
+    assert cfg.distill.lambda_pixel == 0 and cfg.distill.lambda_target == 0  # the student learns from the teacher only
 
 
 def test_overrides_are_typed():
@@ -52,6 +53,14 @@ def test_cross_field_rules():
         load_config(None, ["distill.schedule=burst"])
     with pytest.raises(UserError, match="builtin:shoes_paired is paired data; set data.mode=paired"):
         load_config("quickstart_unpaired", ["data.root=builtin:shoes_paired"])
+    no_target = "distill.lambda_target needs paired data .data.mode=paired. and the interleaved schedule"
+    with pytest.raises(UserError, match=no_target):
+        load_config("quickstart_unpaired", ["distill.lambda_target=1"])
+    with pytest.raises(UserError, match=no_target):  # CycleGAN on aligned pairs: its student bursts read A images only
+        load_config("quickstart_unpaired", ["data.root=builtin:shoes_paired", "data.mode=paired", "distill.schedule=burst", "distill.lambda_target=1"])
+    assert load_config("quickstart_unpaired", ["data.root=builtin:shoes_paired", "data.mode=paired", "distill.lambda_target=1"]).distill.lambda_target == 1
+    with pytest.raises(UserError, match="distill.lambda_target: must not be negative"):
+        load_config("quickstart", ["distill.lambda_target=-1"])
 
 
 def test_recipes_all_load_and_round_trip(tmp_path):

@@ -71,8 +71,8 @@ def cyclegan_update(t: Training, a, b, fake):
     return numbers(steps.cyclegan_update(t.up, t.nets, t.opts, t.task, a, b, fake))
 
 
-def student_update(t: Training, a, teacher_out, feats):
-    return numbers(steps.student_update(t.up, t.nets, t.opts.student, t.objective, a, teacher_out, feats))
+def student_update(t: Training, a, b, teacher_out, feats):
+    return numbers(steps.student_update(t.up, t.nets, t.opts.student, t.objective, a, b, teacher_out, feats))
 
 
 def burst_student_step(t: Training, batch):
@@ -230,7 +230,7 @@ def test_pretrained_cyclegan_teacher_trains_only_the_b_discriminator(tmp_path):
 # ---------------------------------------------------------------- the student
 
 
-def student_terms(t: Training, student, projector, a, teacher_out, teacher_feats, disc) -> dict[str, torch.Tensor]:
+def student_terms(t: Training, student, projector, a, b, teacher_out, teacher_feats, disc) -> dict[str, torch.Tensor]:
     """The student objective's terms from the spec, on copies of the networks."""
     d = t.cfg.distill
     terms = {}
@@ -248,6 +248,8 @@ def student_terms(t: Training, student, projector, a, teacher_out, teacher_feats
         terms["feat"] = d.lambda_feat * (vs[1] - vt[1]).abs().mean()
     if t.pixel_weight:
         terms["pixel"] = t.pixel_weight * l1(out, teacher_out)
+    if d.lambda_target:
+        terms["target"] = d.lambda_target * l1(out, b)
     if t.taps is not None:
         terms["dcd"] = d.lambda_dcd * dcd_loss(disc, t.taps.disc, projector(teacher_feats, dict(feats)))
     if d.student_gan_weight:
@@ -258,14 +260,14 @@ def student_terms(t: Training, student, projector, a, teacher_out, teacher_feats
 def test_student_objective_weights_every_term():
     vgg = VGGPerceptual(vgg16_features(), "torchvision")  # random weights: the formula, not the features, is under test
     t = training("quickstart", "distill.lambda_dcd=0.3", "distill.lambda_style=2000", "distill.lambda_feat=4",
-                 "distill.student_gan_weight=0.7", pixel_weight=5.0, vgg=vgg)
+                 "distill.student_gan_weight=0.7", "distill.lambda_target=3", pixel_weight=5.0, vgg=vgg)
     b = batch()
     teacher_out, feats = generate(t, t.nets.teacher, b["A"], t.taps.teacher, grad=False)
     student, projector = copy.deepcopy(t.nets.student), copy.deepcopy(t.nets.projector)
     before = [p.detach().clone() for p in params(t.nets.student, t.nets.projector)]
-    losses = student_update(t, b["A"], teacher_out, feats)
-    terms = student_terms(t, student, projector, b["A"], teacher_out, feats, t.nets.disc_b)
-    assert set(losses) == {"S_style", "S_feat", "S_pixel", "S_dcd", "S_gan"}
+    losses = student_update(t, b["A"], b["B"], teacher_out, feats)
+    terms = student_terms(t, student, projector, b["A"], b["B"], teacher_out, feats, t.nets.disc_b)
+    assert set(losses) == {"S_style", "S_feat", "S_pixel", "S_target", "S_dcd", "S_gan"}
     for name, value in terms.items():
         assert losses[f"S_{name}"] == pytest.approx(value.item(), rel=1e-4), name
     grads = grad(sum(terms.values()), params(student, projector))
@@ -279,7 +281,7 @@ def test_dcd_term_is_scaled_by_lambda_dcd(lambda_dcd):
     teacher_out, feats = generate(t, t.nets.teacher, b["A"], t.taps.teacher, grad=False)
     student, projector = copy.deepcopy(t.nets.student), copy.deepcopy(t.nets.projector)
     before = [p.detach().clone() for p in params(t.nets.student, t.nets.projector)]
-    losses = student_update(t, b["A"], teacher_out, feats)
+    losses = student_update(t, b["A"], b["B"], teacher_out, feats)
     with capture(student, list(t.taps.student)) as s_feats:
         student(b["A"])
     raw = dcd_loss(t.nets.disc_b, t.taps.disc, projector(feats, dict(s_feats)))

@@ -67,7 +67,7 @@ def test_student_step_leaves_discriminator_and_teacher_unchanged():
     b = batch()
     fake, feats = generate(t.up, t.nets.teacher, b["A"], t.taps.teacher, grad=False)
     disc, teacher, student, projector = (snapshot(n) for n in (t.nets.disc_b, t.nets.teacher, t.nets.student, t.nets.projector))
-    losses = student_update(t.up, t.nets, t.opts.student, t.objective, b["A"], fake, feats)
+    losses = student_update(t.up, t.nets, t.opts.student, t.objective, b["A"], b["B"], fake, feats)
     assert set(losses) == {"S_pixel", "S_dcd", "S_gan"}  # S_gan is hinge's -mean D(fake): any sign
     assert losses["S_pixel"] > 0 and losses["S_dcd"] > 0
     assert not changed(disc, t.nets.disc_b) and not changed(teacher, t.nets.teacher)
@@ -280,7 +280,7 @@ def test_unconditional_student_update_without_taps_matches_the_plain_formula():
     with torch.no_grad():
         out = s(b["A"])
         expected = {"S_pixel": 2.0 * l1(out, teacher_out), "S_gan": 3 * lsgan_g(d(out))}  # the discriminator reads the image alone
-    losses = student_update(Updater(Accelerator(cpu=True)), nets, opts.student, objective, b["A"], teacher_out, {})
+    losses = student_update(Updater(Accelerator(cpu=True)), nets, opts.student, objective, b["A"], b["B"], teacher_out, {})
     assert set(losses) == set(expected)
     for name, value in expected.items():
         assert losses[name].item() == pytest.approx(value.item(), rel=1e-5), name
@@ -306,13 +306,37 @@ def test_joint_and_burst_steps_without_taps_train_the_student_from_the_teacher_o
     assert list(losses) == ["S_pixel"] and losses["S_pixel"].item() == pytest.approx(expected.item(), rel=1e-5)
 
 
+def test_joint_step_adds_the_l1_to_the_real_target_when_lambda_target_is_set():
+    paired = ["data.root=builtin:shoes_paired", "data.mode=paired", "distill.lambda_target=1"]
+    cfg, nets, opts, objective = unconditional_student(*paired)
+    b = batch()
+    task = TaskObjective("cyclegan", cfg.loss, ImagePool(0, 1), ImagePool(0, 2))
+    from dcdgan.steps import joint_step
+
+    s = copy.deepcopy(nets.student)
+    with torch.no_grad():
+        out = s(b["A"])
+        expected = {"S_pixel": 2.0 * l1(out, nets.teacher(b["A"])), "S_target": 1.0 * l1(out, b["B"])}
+    losses = joint_step(Updater(Accelerator(cpu=True)), nets, opts, task, objective, b, update_task=False)
+    assert set(losses) == set(expected)
+    for name, value in expected.items():
+        assert losses[name].item() == pytest.approx(value.item(), rel=1e-5), name
+    (2.0 * l1(s(b["A"]), nets.teacher(b["A"]).detach()) + l1(s(b["A"]), b["B"])).backward()
+    grads = [p.grad.clone() for p in s.parameters()]
+    torch.optim.Adam(s.parameters(), lr=1e-3).step()  # both L1 terms reach the student: the same update
+    for (name, expected_p), after, g in zip(s.named_parameters(), nets.student.parameters(), grads):
+        clear = g.abs() > 1e-6  # biases before an InstanceNorm get rounding noise, whose sign Adam's first step amplifies
+        assert clear.any() or name.endswith("bias"), name
+        assert torch.allclose(after[clear], expected_p[clear], atol=1e-6), name
+
+
 def test_student_update_names_the_student_generator_for_a_wrong_tap():
     t = training()
     bad = StudentObjective(t.cfg.distill, t.cfg.loss.gan_mode, True, vgg=None, pixel_weight=1.0,
                            taps=dataclasses.replace(t.taps, student=("model.99",) * len(t.taps.student)))
     b = batch()
     with pytest.raises(UserError, match="^student generator: no module at model.99"):
-        student_update(t.up, t.nets, t.opts.student, bad, b["A"], torch.zeros(2, 1, 32, 32), {})
+        student_update(t.up, t.nets, t.opts.student, bad, b["A"], b["B"], torch.zeros(2, 1, 32, 32), {})
 
 
 def test_dcd_alone_under_several_processes_keeps_every_student_layer_in_the_graph(monkeypatch):
@@ -322,11 +346,11 @@ def test_dcd_alone_under_several_processes_keeps_every_student_layer_in_the_grap
     b = batch()
     fake, feats = generate(t.up, t.nets.teacher, b["A"], t.taps.teacher, grad=False)
     twin = copy.deepcopy(t)
-    single = student_update(t.up, t.nets, t.opts.student, objective, b["A"], fake, feats)
+    single = student_update(t.up, t.nets, t.opts.student, objective, b["A"], b["B"], fake, feats)
     no_grad_single = {n for n, p in t.nets.student.named_parameters() if p.grad is None}
     assert list(single) == ["S_dcd"] and no_grad_single  # one process: the layers after the last tap get no gradient
     monkeypatch.setattr(Accelerator, "num_processes", property(lambda self: 2))
-    several = student_update(twin.up, twin.nets, twin.opts.student, objective, b["A"], fake, feats)
+    several = student_update(twin.up, twin.nets, twin.opts.student, objective, b["A"], b["B"], fake, feats)
     assert list(several) == ["S_dcd"] and several["S_dcd"].item() == single["S_dcd"].item()  # the extra term weighs 0
     assert all(twin.nets.student.get_parameter(n).grad is not None for n in no_grad_single)
     assert all(torch.count_nonzero(twin.nets.student.get_parameter(n).grad) == 0 for n in no_grad_single)

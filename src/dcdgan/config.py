@@ -84,6 +84,7 @@ class DistillConfig:
     lambda_feat: float = opt(10.0, "weight of the VGG relu2_2 feature loss")
     lambda_pixel: float = opt(0.0, "weight of an L1 between student and teacher outputs, beside the VGG losses (reference: 0; the VGG losses do not see stride-2 checkerboards, see docs/decisions.md)")
     student_gan_weight: float = opt(0.0, "direct adversarial loss on the student through the frozen discriminator (reference: 0)")
+    lambda_target: float = opt(0.0, "weight of an L1 between the student output and the real target (paired data only): the task's own reconstruction term, beside distillation (reference: 0, the student sees only the teacher)")
     train_teacher_connectors: bool = opt(False, "train the teacher-side connectors too (reference pix2pix) instead of keeping them frozen at init")
     teacher_taps: list[str] | None = opt(None, "teacher generator modules whose outputs are distilled; auto = the teacher architecture's (ResNets: model.9, model.12, model.15, model.18; U-Net: model.model.1.model.3), paired with the student's by feature-map size")
     student_taps: list[str] = opt([], "student modules paired with teacher_taps by position (empty = same paths)")
@@ -434,6 +435,7 @@ def validate(cfg: Config) -> None:
         "distill.lambda_feat": dist.lambda_feat,
         "distill.lambda_pixel": dist.lambda_pixel,
         "distill.student_gan_weight": dist.student_gan_weight,
+        "distill.lambda_target": dist.lambda_target,
         "perceptual.feature_scale": cfg.perceptual.feature_scale,
         "perceptual.fallback_lambda": cfg.perceptual.fallback_lambda,
         "data.max_train_images": d.max_train_images,
@@ -464,6 +466,8 @@ def validate(cfg: Config) -> None:
         raise UserError("task pix2pix needs paired data (data.mode=paired)")
     if cfg.task == "cyclegan" and d.input_nc != d.output_nc:
         raise UserError("task cyclegan translates both ways, so data.input_nc must equal data.output_nc")
+    if dist.lambda_target > 0 and (d.mode != "paired" or dist.schedule == "burst"):
+        raise UserError("distill.lambda_target needs paired data (data.mode=paired) and the interleaved schedule: without them the student sees no target")
     if dist.schedule == "burst" and cfg.task != "cyclegan":
         raise UserError("distill.schedule=burst is the CycleGAN reference schedule; use interleaved for pix2pix")
     if dist.student_taps and len(dist.student_taps) != len(dist.teacher_taps):

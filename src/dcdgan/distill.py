@@ -145,8 +145,9 @@ def setup(cfg: Config, run_dir: Path, resume: bool, quiet: bool) -> Run:
     if accelerator.num_processes > 1:
         set_seed(cfg.train.seed + accelerator.process_index)  # from here on each process draws its own dropout
     vgg, pixel_weight = setup_perceptual(cfg, accelerator)
-    if cfg.distill.method != "none" and vgg is None and pixel_weight == 0 and not uses_dcd(cfg) and cfg.distill.student_gan_weight == 0:
-        raise UserError("the student has no loss: enable VGG (distill.lambda_style/lambda_feat), dcd, or distill.student_gan_weight")
+    d = cfg.distill
+    if d.method != "none" and vgg is None and pixel_weight == 0 and not uses_dcd(cfg) and d.student_gan_weight == 0 and d.lambda_target == 0:
+        raise UserError("the student has no loss: enable VGG (distill.lambda_style/lambda_feat), dcd, distill.student_gan_weight or distill.lambda_target")
     opts = Optimizers(
         disc=make_optimizer(trainable(nets.disc_b, nets.disc_a), cfg),
         gen=None if pretrained_teacher(cfg) else make_optimizer(trainable(nets.task_generator, nets.gen_ba), cfg),

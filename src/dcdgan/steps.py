@@ -133,7 +133,8 @@ def joint_step(up: Updater, nets: Networks, opts: Optimizers, task: TaskObjectiv
     taps = student.taps.teacher if student.taps else ()
     fake_b, feats = generate(up, nets.teacher, real_a, taps, grad=update_task and opts.gen is not None)
     losses = task_update(up, nets, opts, task, real_a, real_b, fake_b) if update_task else {}
-    return losses | student_update(up, nets, opts.student, student, real_a, fake_b.detach(), {k: v.detach() for k, v in feats.items()})
+    teacher_feats = {k: v.detach() for k, v in feats.items()}
+    return losses | student_update(up, nets, opts.student, student, real_a, real_b, fake_b.detach(), teacher_feats)
 
 
 def task_step(up: Updater, nets: Networks, opts: Optimizers, task: TaskObjective, batch: dict) -> Losses:
@@ -147,7 +148,7 @@ def burst_student_step(up: Updater, nets: Networks, opts: Optimizers, student: S
     real_a = batch["A"]
     taps = student.taps.teacher if student.taps else ()
     fake_b, feats = generate(up, nets.snapshot, real_a, taps, grad=False)
-    return student_update(up, nets, opts.student, student, real_a, fake_b, feats)
+    return student_update(up, nets, opts.student, student, real_a, None, fake_b, feats)  # student epochs read A images only
 
 
 # ---------------------------------------------------------------- updates
@@ -203,9 +204,19 @@ def cyclegan_update(up: Updater, nets: Networks, opts: Optimizers, task: TaskObj
 
 
 def student_update(
-    up: Updater, nets: Networks, opt: Optimizer | None, objective: StudentObjective, real_a: Tensor, teacher_out: Tensor, teacher_feats: dict[str, Tensor]
+    up: Updater,
+    nets: Networks,
+    opt: Optimizer | None,
+    objective: StudentObjective,
+    real_a: Tensor,
+    real_b: Tensor | None,
+    teacher_out: Tensor,
+    teacher_feats: dict[str, Tensor],
 ) -> Losses:
-    """Student (and its connectors): VGG style + feature to the teacher output, DCD through the frozen discriminator."""
+    """Student (and its connectors): VGG style + feature to the teacher output, DCD through the frozen discriminator.
+
+    ``real_b`` is read only by the optional L1 to the real target (``distill.lambda_target``, paired data only).
+    """
     if opt is None:
         return {}
     d = objective.weights
@@ -224,6 +235,8 @@ def student_update(
             terms["S_feat"] = d.lambda_feat * feature_loss(vgg_student[1].float(), vgg_teacher[1].float())
         if objective.pixel_weight > 0:
             terms["S_pixel"] = objective.pixel_weight * F.l1_loss(student_out, teacher_out)
+        if d.lambda_target > 0:
+            terms["S_target"] = d.lambda_target * F.l1_loss(student_out, real_b)
         if objective.taps is not None:
             with up.autocast():  # the connectors and the discriminator reads are forward passes
                 projections = nets.projector(teacher_feats, student_feats)
