@@ -57,6 +57,8 @@ def test_student_without_any_loss(tmp_path, capsys, offline):
     assert one_line_error(capsys) == (
         "dcdgan distill: error: the student has no loss: enable VGG (distill.lambda_style/lambda_feat), dcd, distill.student_gan_weight or distill.lambda_target"
     )
+    assert main([*args[:-4], "distill.lambda_target=1", *args[-4:]]) == 0  # the L1 to the real target alone is a loss
+    assert (tmp_path / "r" / "student.safetensors").is_file()
 
 
 def test_segmenter_without_labels(small_run, tmp_path, capsys):
