@@ -7,9 +7,7 @@ It does 1.3x the multiply-adds of the original conv but reads 4x the channels pe
     python benchmarks/s2d_rewrite.py 30      # runs per variant; 1x3x256x256, 2 threads, fp32
 """
 import copy
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -17,9 +15,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-from dcdgan.backends import openvino_compile  # noqa: E402
-from dcdgan.export import onnx_model_bytes, openvino_model  # noqa: E402
-from dcdgan.metrics.latency import parse_architecture  # noqa: E402
+from dcdgan.backends import runner_from_module  # noqa: E402
+from dcdgan.metrics.latency import BenchSettings, parse_architecture, time_runners  # noqa: E402
 from dcdgan.nets import build_generator  # noqa: E402
 
 
@@ -74,29 +71,18 @@ def main() -> None:
     net = build_generator(spec).eval()
     variants = {"base": net, "head": rewritten(net, False, True), "stem": rewritten(net, True, False), "both": rewritten(net, True, True)}
     x = torch.rand(1, 3, 256, 256) * 2 - 1
+    settings = BenchSettings(backend="openvino", threads=2, runs=runs, warmup=3)
+    runners = [runner_from_module(v, spec, "openvino", "fp32", "cpu", 2, source=k) for k, v in variants.items()]
     with torch.no_grad():
         ref = net(x)
-        for k, v in variants.items():
-            print(f"{k}: max abs diff to base in torch {(v(x) - ref).abs().max().item():.2e}")
-    requests = {}
-    for k, v in variants.items():
-        requests[k] = openvino_compile(openvino_model(onnx_model_bytes(v, spec), spec), "fp32", 2).create_infer_request()
-    xn = x.numpy()
-    for k, r in requests.items():
-        for _ in range(3):
-            r.infer({0: xn})
-        print(f"{k}: max abs diff to torch base in OpenVINO {abs(r.infer({0: xn})[0] - ref.numpy()).max():.2e}")
-    times = {k: [] for k in requests}
-    for i in range(runs):
-        order = list(requests)[i % 4:] + list(requests)[: i % 4]
-        for k in order:
-            t = time.perf_counter()
-            requests[k].infer({0: xn})
-            times[k].append(time.perf_counter() - t)
-    base = statistics.median(times["base"])
+        for (k, v), runner in zip(variants.items(), runners):
+            print(f"{k}: max abs diff to base {(v(x) - ref).abs().max().item():.2e} in torch, "
+                  f"{abs(runner(x.numpy()) - ref.numpy()).max():.2e} in OpenVINO")
+    results = time_runners(runners, settings)  # warm-up, then the variants alternately
+    base = results[0]["median_ms"]
     print("| variant | median ms | ratio to base |\n|---|---|---|")
-    for k, t in times.items():
-        print(f"| {k} | {1000 * statistics.median(t):.1f} | {statistics.median(t) / base:.3f} |")
+    for r in results:
+        print(f"| {r['model']} | {r['median_ms']:.1f} | {r['median_ms'] / base:.3f} |")
 
 
 if __name__ == "__main__":
