@@ -9,6 +9,13 @@ table gives medians, p90s and the realized speedup (teacher median / student med
 Weights are random (speed does not depend on them); every backend runs fp32, pinned. ``--extra`` adds
 student-only rows at lower precision (OpenVINO bf16 / fp16 / int8); int8 needs ``--run`` (its calibration
 images) and then times that run's student architecture.
+
+    python benchmarks/latency.py --device cuda --size 256 --runs 50
+
+On a GPU (``--device cuda``) the table is PyTorch only: batch-1 latency and batch-64 throughput (``--gpu-batches``)
+in fp32 (TF32 off), TF32, bf16 and fp16, each run eager and replayed as a CUDA graph (one launch for the whole
+network: batch-1 GAN generators are launch-bound). Inputs stay on the GPU and every timed call ends with a
+device synchronisation, so the times are the network's, without host copies.
 """
 
 from __future__ import annotations
@@ -16,13 +23,84 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import statistics
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from dcdgan.metrics.latency import BenchSettings, bench, bench_runner, time_runners  # noqa: E402
+import torch  # noqa: E402
+
+from dcdgan.metrics.latency import BenchSettings, bench, bench_runner, parse_architecture, time_runners  # noqa: E402
+from dcdgan.metrics.profile import count_macs  # noqa: E402
+from dcdgan.nets.generators import build_generator  # noqa: E402
+
+GPU_DTYPES = {"fp32": torch.float32, "tf32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def gpu_callable(net: torch.nn.Module, x: torch.Tensor, mode: str):
+    """A no-argument call running ``net`` on the resident input ``x``: eager, or one replay of a captured CUDA graph."""
+    if mode == "eager":
+        return lambda: net(x)
+    side = torch.cuda.Stream()  # capture needs its warm-up off the default stream (PyTorch's CUDA graph recipe)
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            net(x)
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        net(x)
+    return graph.replay
+
+
+@torch.inference_mode()
+def gpu_rows(student: str, teacher: str, size: int, batches: list[int], runs: int, warmup: int,
+             device: str = "cuda", modes: tuple[str, ...] = ("eager", "cuda graph")) -> list[dict]:
+    """Student and teacher timed alternately on the GPU for every precision, batch and mode."""
+    specs = {"student": parse_architecture(student), "teacher": parse_architecture(teacher)}
+    macs = {k: count_macs(build_generator(s), (1, s.input_nc, size, size)) for k, s in specs.items()}
+    rows = []
+    for precision, dtype in GPU_DTYPES.items():
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
+        for batch in batches:
+            for mode in modes:
+                torch.manual_seed(0)
+                calls = {}
+                for role, spec in specs.items():
+                    net = build_generator(spec).eval().to(device, dtype)
+                    x = torch.rand(batch, spec.input_nc, size, size, device=device, dtype=dtype) * 2 - 1
+                    calls[role] = gpu_callable(net, x, mode)
+                times = {role: [] for role in calls}
+                for i in range(warmup + runs):
+                    for role, call in calls.items():
+                        torch.cuda.synchronize()
+                        start = time.perf_counter()
+                        call()
+                        torch.cuda.synchronize()
+                        if i >= warmup:
+                            times[role].append(time.perf_counter() - start)
+                med = {role: statistics.median(t) * 1e3 for role, t in times.items()}
+                rows.append({"precision": precision, "batch": batch, "mode": mode, "student_ms": med["student"], "teacher_ms": med["teacher"],
+                             "student_img_s": batch * 1e3 / med["student"], "teacher_img_s": batch * 1e3 / med["teacher"],
+                             "speedup": med["teacher"] / med["student"], "mac_ratio": macs["teacher"] / macs["student"]})
+                print(f"[cuda {precision} batch {batch} {mode}] student {med['student']:.2f} ms, teacher {med['teacher']:.2f} ms", file=sys.stderr, flush=True)
+                del calls
+                torch.cuda.empty_cache()
+    return rows
+
+
+def print_gpu_table(rows: list[dict], args: argparse.Namespace) -> None:
+    """Markdown table of ``gpu_rows``."""
+    print(f"\n{torch.cuda.get_device_name()}, torch {torch.__version__}, {args.size}x{args.size}, {args.runs} alternating runs after "
+          f"{args.warmup} warm-up; medians; inputs resident on the GPU\n")
+    print("| precision | batch | mode | student ms | teacher ms | student img/s | teacher img/s | realized speedup | MAC ratio |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['precision']} | {r['batch']} | {r['mode']} | {r['student_ms']:.2f} | {r['teacher_ms']:.2f} | {r['student_img_s']:.0f} | "
+              f"{r['teacher_img_s']:.0f} | {r['speedup']:.1f}x | {r['mac_ratio']:.1f}x |")
+
 
 BACKEND_LABELS = {"torch": "PyTorch eager", "compile": "torch.compile (inductor)", "onnxruntime": "ONNX Runtime", "openvino": "OpenVINO"}
 
@@ -39,7 +117,15 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--json", type=Path, help="also write the raw results here")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="cuda: the GPU table (PyTorch; see above)")
+    parser.add_argument("--gpu-batches", default="1,64", help="batch sizes of the GPU table")
     args = parser.parse_args()
+    if args.device == "cuda":
+        rows = gpu_rows(args.student, args.teacher, args.size, [int(b) for b in args.gpu_batches.split(",")], args.runs, args.warmup)
+        print_gpu_table(rows, args)
+        if args.json:
+            args.json.write_text(json.dumps(rows, indent=2) + "\n")
+        return
 
     results = []
     for backend in [b for b in args.backends.split(",") if b]:

@@ -31,6 +31,7 @@ import os
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -101,6 +102,7 @@ class Bench:
         self.data = DataRoot(self.cfg.data)
         self._inception = None
         self._refs: dict[str, ReferenceStats] = {}
+        self._lock = threading.Lock()  # --jobs threads score at once: load Inception and each reference once
 
     def run_dir(self, method: str, seed: int) -> Path:
         """Where one (method, seed) run lives: <runs-dir>/<task>/b<budget>/<method>/seed<N>."""
@@ -110,7 +112,7 @@ class Bench:
         """Everything the run's command line sets on top of the recipe."""
         a = self.args
         return [*a.overrides, *budget_overrides(self.cfg, a.budget, a.val_points, a.val_metric),
-                *method_overrides(method, self.cfg, a.gan_weight), f"train.seed={seed}", "train.cpu=true"]
+                *method_overrides(method, self.cfg, a.gan_weight), f"train.seed={seed}", f"train.cpu={str(a.device == 'cpu').lower()}"]
 
     def train(self, method: str, seed: int) -> float:
         """Train (or continue) one run with the real CLI; returns the wall seconds spent now."""
@@ -134,32 +136,36 @@ class Bench:
 
     @property
     def inception(self):
-        if self._inception is None:
-            self._inception = load_inception(self.cfg.eval.inception)
-        return self._inception
+        with self._lock:
+            if self._inception is None:
+                self._inception = load_inception(self.cfg.eval.inception).to(self.args.device)
+            return self._inception
 
     def ref(self, kind: str) -> ReferenceStats:
         """test: the test split's targets; train+test: the real train and test targets (CycleGAN papers' protocol)."""
-        if kind not in self._refs:
-            c = self.cfg.data
-            splits = [c.test_split] if kind == "test" else [c.train_split, c.test_split]
-            name = f"fid_ref_{kind.replace('+', '_')}_{c.crop_size}px.npz"
-            self._refs[kind] = reference(self.root / name, self.data, splits, self.inception, self.cfg.eval.batch_size)
-        return self._refs[kind]
+        inception = self.inception
+        with self._lock:
+            if kind not in self._refs:
+                c = self.cfg.data
+                splits = [c.test_split] if kind == "test" else [c.train_split, c.test_split]
+                name = f"fid_ref_{kind.replace('+', '_')}_{c.crop_size}px.npz"
+                self._refs[kind] = reference(self.root / name, self.data, splits, inception, self.cfg.eval.batch_size)
+            return self._refs[kind]
 
     def score(self, method: str, seed: int) -> dict:
         """Test scores of the generator chosen on validation (best.ckpt, else the last one)."""
         run = self.run_dir(method, seed)
         best = best_checkpoint(run)
         state = load_checkpoint(best if best.is_file() else last_checkpoint(run))
-        gen = generator_from_checkpoint(state, "student")
+        gen = generator_from_checkpoint(state, "student").to(self.args.device)
         c = self.cfg.data
         test = self.data.eval_dataset(c.test_split) if c.mode == "paired" else self.data.eval_inputs(c.test_split)
         start = time.perf_counter()
         n = self.args.max_test
-        scores = score_generator(gen, test, torch.device("cpu"), self.cfg.eval.batch_size, n, self.inception, self.ref("test"), quiet_bar=True)
+        device = torch.device(self.args.device)
+        scores = score_generator(gen, test, device, self.cfg.eval.batch_size, n, self.inception, self.ref("test"), quiet_bar=True)
         if self.cfg.task == "cyclegan":
-            train_test = score_generator(gen, test, torch.device("cpu"), self.cfg.eval.batch_size, n, self.inception, self.ref("train+test"), quiet_bar=True)
+            train_test = score_generator(gen, test, device, self.cfg.eval.batch_size, n, self.inception, self.ref("train+test"), quiet_bar=True)
             scores["fid_train_test"] = train_test["fid"]
         selection = state.get("selection", {})
         return {
@@ -207,6 +213,12 @@ def claim(run: Path) -> bool:
     os.write(fd, str(os.getpid()).encode())
     os.close(fd)
     return True
+
+
+def machine(device: str) -> str:
+    """The hardware the table ran on, in words."""
+    cpus = f"{os.cpu_count()} CPUs"
+    return f"{torch.cuda.get_device_name()} + {cpus}" if device == "cuda" else cpus
 
 
 def mean_std(values: list[float], fmt: str) -> str:
@@ -264,9 +276,13 @@ def main() -> None:
     parser.add_argument("--name", default="", help="folder under --runs-dir (default: the task name)")
     parser.add_argument("--jobs", type=int, default=1, help="runs trained at the same time")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
+                        help="train and score on this device (cuda: every run on the visible GPU; --jobs runs share it)")
     parser.add_argument("overrides", nargs="*", help="key=value applied to every run (e.g. data.root=..., data.crop_size=64)")
     args = parser.parse_intermixed_args()  # options may come after the overrides, as in the examples above
     torch.set_num_threads(args.threads)
+    if args.device == "cuda":  # test scores in plain fp32, as on CPU (cuDNN convolutions default to TF32)
+        torch.backends.cudnn.allow_tf32 = False
     methods = [m for m in args.methods.split(",") if m]
     unknown = set(methods) - set(METHODS)
     if unknown:
@@ -298,7 +314,8 @@ def main() -> None:
         list(pool.map(work, units))
     cfg = bench.cfg
     print(f"\n{args.task}: {cfg.task}, {cfg.data.crop_size}px, budget {args.budget} steps, seeds 0..{args.seeds - 1}, "
-          f"test split {cfg.data.test_split}; machine: {os.cpu_count()} CPUs, torch {torch.__version__}, {args.threads} thread(s) per run\n")
+          f"test split {cfg.data.test_split}; machine: {machine(args.device)}, torch {torch.__version__}, {args.threads} thread(s) per run, "
+          f"{args.jobs} run(s) at a time\n")
     print(table(results, cfg.task == "cyclegan"))
     print()
     print(per_run(results))

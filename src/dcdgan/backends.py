@@ -187,6 +187,10 @@ def _torch_forward(net: nn.Module, backend: str, precision: str, device: str, th
         raise UserError("--device cuda: no CUDA device is available")
     if threads:
         torch.set_num_threads(threads)
+    if device == "cuda" and precision == "fp32":
+        # PyTorch runs cuDNN convolutions in TF32 by default: a silent lower precision, like OpenVINO's bf16
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
     if not isinstance(net, torch.fx.GraphModule):  # torch.export modules refuse .eval(); they were exported in eval mode
         net = net.eval()
     net = net.to(device=device, dtype=dtype)
