@@ -12,6 +12,6 @@ echo "budget $BUDGET steps (training target $TRAIN_S s, limit $LIMIT s)"
 timeout $LIMIT python3 benchmarks/quality.py horse2zebra_128 --device cuda --seeds 3 --budget $BUDGET --jobs 15 --threads 1 --name h2z128_gpu \
     --runs-dir bench-runs/quality data.root=.devx2/horse2zebra-128 distill.schedule=interleaved 2>&1 | tee "$OUT/quality.log"
 echo "quality rc ${PIPESTATUS[0]}"
-cd bench-runs/quality/h2z128_gpu && tar czf "$OUT/results.tgz" --exclude='*.ckpt' --exclude='*.safetensors' --exclude=samples --exclude=tb . \
+cd bench-runs/quality/h2z128_gpu && tar czf "$OUT/results.tgz" --exclude='*.ckpt' --exclude='*.safetensors' --exclude='*.npz' --exclude=samples --exclude=tb . \
     && tar czf "$OUT/students.tgz" $(find ./b*/{none,omgd,dcd,dcd_gan} \( -name 'student.safetensors' -o -name 'student.json' -o -name 'config.yaml' \)) \
     && tar czf "$OUT/teacher_seed0.tgz" ./b*/teacher/seed0/student.safetensors ./b*/teacher/seed0/student.json ./b*/teacher/seed0/config.yaml; ls -la "$OUT"
