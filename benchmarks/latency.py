@@ -51,8 +51,15 @@ def gpu_callable(net: torch.nn.Module, x: torch.Tensor, mode: str):
     torch.cuda.current_stream().wait_stream(side)
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
-        net(x)
-    return graph.replay
+        out = net(x)
+
+    def replay():
+        # The graph holds raw pointers to the weights, the input and its output: this closure keeps them alive.
+        # (Returning bare graph.replay let them be freed: the first GPU run hit an illegal memory access at batch 64.)
+        graph.replay()
+        return net, x, out
+
+    return replay
 
 
 @torch.inference_mode()
