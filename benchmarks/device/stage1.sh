@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Lent GPU, call 1 of 3 (carry .devx1: VGG16 conv weights to relu4_3, first part of the FID Inception file).
+# Lent GPU, call 1 of 3 (prepare.sh fills the carried folders; carry .devx1: VGG16 conv weights to relu4_3, first part of the FID Inception file).
 # The environment, a CUDA smoke of the real CLI (CycleGAN and pix2pix objectives, every student method, bf16,
 # validation and checkpoints), `dcdgan bench --device cuda`, and the GPU latency table of issue 8.
 set -uo pipefail
