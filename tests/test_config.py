@@ -47,6 +47,11 @@ def test_bad_values_are_one_line_errors(override, message):
 
 
 def test_cross_field_rules():
+    with pytest.raises(UserError, match="model.teacher_disc_weights is the discriminator of a pretrained teacher: set model.teacher_weights too"):
+        load_config("quickstart", ["model.teacher_disc_weights=d.pth"])
+    with pytest.raises(UserError, match="model.teacher_disc_weights is the discriminator of a pretrained teacher"):
+        load_config("quickstart", ["model.teacher_disc_weights=d.pth", "model.teacher_weights=t.pth", "distill.method=none"])
+    assert load_config("quickstart", ["model.teacher_disc_weights=d.pth", "model.teacher_weights=t.pth"]).model.teacher_disc_weights == "d.pth"
     with pytest.raises(UserError, match="task pix2pix needs paired data"):
         load_config(None, ["data.mode=unpaired"])
     with pytest.raises(UserError, match="burst is the CycleGAN reference schedule"):

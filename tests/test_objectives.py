@@ -20,6 +20,7 @@ from conftest import l1, lsgan_d, lsgan_g
 from dcdgan import steps
 from dcdgan.assembly import build_networks, dcd_taps
 from dcdgan.config import load_config
+from dcdgan.errors import UserError
 from dcdgan.losses import dcd_loss
 from dcdgan.perceptual import VGGPerceptual, vgg16_features
 from dcdgan.pool import ImagePool
@@ -351,6 +352,66 @@ def test_task_step_trains_the_task_networks_only():
     loss = -t.nets.disc_b(torch.cat([b["A"], out], 1)).mean() + 7 * l1(out, b["B"])
     assert_update_is_minus_gradient(before, params(t.nets.teacher), grad(loss, params(gen0)))
     assert all(torch.equal(p, q) for p, q in zip(student0.state_dict().values(), t.nets.student.state_dict().values()))
+
+
+def test_pretrained_teacher_discriminator_is_loaded_and_keeps_training(tmp_path):
+    from dcdgan.assembly import disc_channels, teacher_spec
+    from dcdgan.nets import build_generator
+    from dcdgan.nets.discriminators import build_discriminator
+    from dcdgan.weights import save_generator
+
+    cfg = load_config("quickstart", TINY)
+    save_generator(tmp_path / "t.safetensors", build_generator(teacher_spec(cfg)), teacher_spec(cfg), {"role": "teacher"})
+    torch.manual_seed(123)
+    trained_d = build_discriminator(disc_channels(cfg), 8, cfg.model.n_layers_D)
+    # the public code's layout: a .pth state dict saved from DataParallel (``module.`` prefix)
+    torch.save({f"module.{k}": v for k, v in trained_d.state_dict().items()}, tmp_path / "latest_net_D.pth")
+    teacher = f"model.teacher_weights={tmp_path / 't.safetensors'}"
+    t = training("quickstart", teacher, f"model.teacher_disc_weights={tmp_path / 'latest_net_D.pth'}")
+    loaded = t.nets.disc_b.state_dict()
+    assert loaded.keys() == trained_d.state_dict().keys()
+    assert all(torch.equal(loaded[k], v) for k, v in trained_d.state_dict().items())
+    scratch = training("quickstart", teacher).nets.disc_b.state_dict()
+    assert not torch.equal(scratch["model.0.weight"], loaded["model.0.weight"])  # without the option: from scratch
+    before = copy.deepcopy(t.nets.disc_b)
+    task_step(t, batch())
+    assert any(not torch.equal(p, q) for p, q in zip(before.parameters(), t.nets.disc_b.parameters()))
+
+
+def test_pretrained_teacher_discriminator_of_another_width_is_refused_in_one_line(tmp_path):
+    from dcdgan.assembly import disc_channels, teacher_spec
+    from dcdgan.nets import build_generator
+    from dcdgan.nets.discriminators import build_discriminator
+    from dcdgan.weights import save_generator
+
+    cfg = load_config("quickstart", TINY)
+    save_generator(tmp_path / "t.safetensors", build_generator(teacher_spec(cfg)), teacher_spec(cfg), {"role": "teacher"})
+    torch.save(build_discriminator(disc_channels(cfg), 16, cfg.model.n_layers_D).state_dict(), tmp_path / "d.pth")
+    with pytest.raises(UserError) as err:
+        training("quickstart", f"model.teacher_weights={tmp_path / 't.safetensors'}", f"model.teacher_disc_weights={tmp_path / 'd.pth'}")
+    message = str(err.value)
+    assert message.startswith(f"{tmp_path / 'd.pth'}: does not fit the configured discriminator (size mismatch for model.0.weight")
+    assert "\n" not in message
+
+
+def test_pretrained_teacher_discriminator_from_a_dcdgan_checkpoint(tmp_path):
+    from dcdgan.assembly import disc_channels, teacher_spec
+    from dcdgan.checkpoint import save_checkpoint
+    from dcdgan.nets import build_generator
+    from dcdgan.nets.discriminators import build_discriminator
+    from dcdgan.weights import save_generator
+
+    cfg = load_config("quickstart", TINY)
+    save_generator(tmp_path / "t.safetensors", build_generator(teacher_spec(cfg)), teacher_spec(cfg), {"role": "teacher"})
+    torch.manual_seed(7)
+    trained_d = build_discriminator(disc_channels(cfg), 8, cfg.model.n_layers_D)
+    save_checkpoint(tmp_path / "best.ckpt", {"networks": {"disc_b": trained_d.state_dict(), "gen_ab": {}}})
+    teacher = f"model.teacher_weights={tmp_path / 't.safetensors'}"
+    loaded = training("quickstart", teacher, f"model.teacher_disc_weights={tmp_path / 'best.ckpt'}").nets.disc_b.state_dict()
+    assert all(torch.equal(loaded[k], v) for k, v in trained_d.state_dict().items())
+    save_checkpoint(tmp_path / "no_d.ckpt", {"networks": {"gen_ab": {}}})
+    with pytest.raises(UserError, match=r"no_d.ckpt: the checkpoint holds no discriminator of B$"):
+        training("quickstart", teacher, f"model.teacher_disc_weights={tmp_path / 'no_d.ckpt'}")
 
 
 def test_task_step_with_a_frozen_teacher_trains_the_discriminator_only(tmp_path):

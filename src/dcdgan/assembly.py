@@ -9,18 +9,20 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, fields, replace
+from pathlib import Path
 from typing import Callable
 
 import torch
 from torch import nn
 
+from dcdgan.checkpoint import load_checkpoint
 from dcdgan.config import Config
 from dcdgan.errors import UserError
 from dcdgan.losses import dcd_loss
 from dcdgan.modes import eval_mode
 from dcdgan.nets import DCDProjector, DCDTaps, GeneratorSpec, build_discriminator, build_generator
 from dcdgan.taps import capture, tap_channels
-from dcdgan.weights import load_weights_into
+from dcdgan.weights import load_state_into, load_weights_into
 
 
 @dataclass
@@ -103,6 +105,8 @@ def build_networks(cfg: Config) -> Networks:
     if pretrained_teacher(cfg):
         load_weights_into(task_gen, m.teacher_weights)
         task_gen.eval().requires_grad_(False)
+        if m.teacher_disc_weights:  # it keeps training, against the frozen teacher's outputs
+            load_teacher_discriminator(nets.disc_b, Path(m.teacher_disc_weights))
     elif cfg.task == "cyclegan":
         ba = dataclasses.replace(teacher_spec(cfg), input_nc=d.output_nc, output_nc=d.input_nc)
         nets.gen_ba = build_generator(ba)
@@ -124,6 +128,17 @@ def build_networks(cfg: Config) -> Networks:
         nets.snapshot = build_generator(teacher_spec(cfg)).eval().requires_grad_(False)
         nets.snapshot.load_state_dict(task_gen.state_dict())
     return nets
+
+
+def load_teacher_discriminator(disc: nn.Module, path: Path) -> None:
+    """Start ``disc`` from a state dict file, or from the discriminator of B in a dcdgan checkpoint (.ckpt)."""
+    if path.suffix != ".ckpt":
+        load_weights_into(disc, path, "discriminator")
+        return
+    networks = load_checkpoint(path).get("networks", {})
+    if "disc_b" not in networks:
+        raise UserError(f"{path}: the checkpoint holds no discriminator of B")
+    load_state_into(disc, networks["disc_b"], path, "discriminator")
 
 
 def check_generator_geometry(cfg: Config, nets: Networks) -> None:

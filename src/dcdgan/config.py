@@ -59,6 +59,7 @@ class ModelConfig:
     student_norm: str | None = opt(None, "student generator normalisation; auto = as teacher_norm, for the student's architecture", ("instance", "batch"))
     student_dropout: float | None = opt(None, "student generator dropout; auto = as teacher_dropout, for the student's architecture")
     teacher_weights: str = opt("", "pretrained-teacher mode: a teacher A->B state dict (.pth as saved by pix2pix/CycleGAN, or .safetensors); it stays frozen and the discriminator trains from scratch")
+    teacher_disc_weights: str = opt("", "pretrained-teacher mode: the teacher's discriminator of B (an InstanceNorm PatchGAN: CycleGAN latest_net_D_B.pth, a .safetensors, or a dcdgan run's .ckpt); the discriminator starts from it instead of from scratch")
     ndf: int | None = opt(None, "discriminator width; auto = the task's (CycleGAN 64, pix2pix 128 as in the DCD pix2pix scripts)")
     n_layers_D: int = opt(3, "discriminator stride-2 layers")
 
@@ -468,6 +469,8 @@ def validate(cfg: Config) -> None:
         raise UserError("task cyclegan translates both ways, so data.input_nc must equal data.output_nc")
     if dist.lambda_target > 0 and (d.mode != "paired" or dist.schedule == "burst"):
         raise UserError("distill.lambda_target needs paired data (data.mode=paired) and the interleaved schedule: without them the student sees no target")
+    if cfg.model.teacher_disc_weights and not (cfg.model.teacher_weights and dist.method != "none"):
+        raise UserError("model.teacher_disc_weights is the discriminator of a pretrained teacher: set model.teacher_weights too (and a method other than none)")
     if dist.schedule == "burst" and cfg.task != "cyclegan":
         raise UserError("distill.schedule=burst is the CycleGAN reference schedule; use interleaved for pix2pix")
     if dist.student_taps and len(dist.student_taps) != len(dist.teacher_taps):

@@ -95,18 +95,23 @@ def _clean_public_keys(state: dict[str, Tensor], net: nn.Module) -> dict[str, Te
     return {k: v for k, v in state.items() if not (k.rsplit(".", 1)[0] in instance_norms and k.rsplit(".", 1)[-1] in legacy)}
 
 
-def load_weights_into(net: nn.Module, path: str | Path) -> None:
+def load_weights_into(net: nn.Module, path: str | Path, what: str = "generator") -> None:
     """Load a state dict file into ``net`` (strict), accepting the public pix2pix/CycleGAN ``latest_net_G.pth`` layout."""
-    state = _clean_public_keys(read_state_dict(path), net)
+    load_state_into(net, read_state_dict(path), path, what)
+
+
+def load_state_into(net: nn.Module, state: dict[str, Tensor], path: str | Path, what: str = "generator") -> None:
+    """Load ``state`` (read from ``path``) into ``net`` (strict); UserError in one line when it does not fit."""
+    state = _clean_public_keys(state, net)
     try:
         result = net.load_state_dict(state, strict=False)
     except RuntimeError as err:  # shape mismatches: a different ngf, channel count or architecture
         detail = next((line.strip() for line in str(err).splitlines() if "size mismatch" in line), str(err).splitlines()[0])
-        raise UserError(f"{path}: does not fit the configured generator ({detail[:200]})") from None
+        raise UserError(f"{path}: does not fit the configured {what} ({detail[:200]})") from None
     problems = []
     if result.missing_keys:
         problems.append(f"missing {len(result.missing_keys)} keys (e.g. {result.missing_keys[0]})")
     if result.unexpected_keys:
         problems.append(f"{len(result.unexpected_keys)} unexpected keys (e.g. {result.unexpected_keys[0]})")
     if problems:
-        raise UserError(f"{path}: does not fit the configured generator: {'; '.join(problems)}")
+        raise UserError(f"{path}: does not fit the configured {what}: {'; '.join(problems)}")
