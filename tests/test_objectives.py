@@ -354,19 +354,30 @@ def test_task_step_trains_the_task_networks_only():
     assert all(torch.equal(p, q) for p, q in zip(student0.state_dict().values(), t.nets.student.state_dict().values()))
 
 
-def test_pretrained_teacher_discriminator_is_loaded_and_keeps_training(tmp_path):
-    from dcdgan.assembly import disc_channels, teacher_spec
+def frozen_teacher(tmp_path) -> str:
+    """A saved quickstart teacher (TINY widths); the override that loads it, frozen."""
+    from dcdgan.assembly import teacher_spec
     from dcdgan.nets import build_generator
-    from dcdgan.nets.discriminators import build_discriminator
     from dcdgan.weights import save_generator
 
-    cfg = load_config("quickstart", TINY)
-    save_generator(tmp_path / "t.safetensors", build_generator(teacher_spec(cfg)), teacher_spec(cfg), {"role": "teacher"})
-    torch.manual_seed(123)
-    trained_d = build_discriminator(disc_channels(cfg), 8, cfg.model.n_layers_D)
+    spec = teacher_spec(load_config("quickstart", TINY))
+    save_generator(tmp_path / "t.safetensors", build_generator(spec), spec, {"role": "teacher"})
+    return f"model.teacher_weights={tmp_path / 't.safetensors'}"
+
+
+def quickstart_discriminator(ndf: int, seed: int) -> torch.nn.Module:
+    """A freshly initialised discriminator shaped for the quickstart (conditional: 2 input channels)."""
+    from dcdgan.nets.discriminators import build_discriminator
+
+    torch.manual_seed(seed)
+    return build_discriminator(2, ndf, 3)
+
+
+def test_pretrained_teacher_discriminator_is_loaded_and_keeps_training(tmp_path):
+    teacher = frozen_teacher(tmp_path)
+    trained_d = quickstart_discriminator(8, seed=123)
     # the public code's layout: a .pth state dict saved from DataParallel (``module.`` prefix)
     torch.save({f"module.{k}": v for k, v in trained_d.state_dict().items()}, tmp_path / "latest_net_D.pth")
-    teacher = f"model.teacher_weights={tmp_path / 't.safetensors'}"
     t = training("quickstart", teacher, f"model.teacher_disc_weights={tmp_path / 'latest_net_D.pth'}")
     loaded = t.nets.disc_b.state_dict()
     assert loaded.keys() == trained_d.state_dict().keys()
@@ -379,34 +390,21 @@ def test_pretrained_teacher_discriminator_is_loaded_and_keeps_training(tmp_path)
 
 
 def test_pretrained_teacher_discriminator_of_another_width_is_refused_in_one_line(tmp_path):
-    from dcdgan.assembly import disc_channels, teacher_spec
-    from dcdgan.nets import build_generator
-    from dcdgan.nets.discriminators import build_discriminator
-    from dcdgan.weights import save_generator
-
-    cfg = load_config("quickstart", TINY)
-    save_generator(tmp_path / "t.safetensors", build_generator(teacher_spec(cfg)), teacher_spec(cfg), {"role": "teacher"})
-    torch.save(build_discriminator(disc_channels(cfg), 16, cfg.model.n_layers_D).state_dict(), tmp_path / "d.pth")
+    teacher = frozen_teacher(tmp_path)
+    torch.save(quickstart_discriminator(16, seed=0).state_dict(), tmp_path / "d.pth")
     with pytest.raises(UserError) as err:
-        training("quickstart", f"model.teacher_weights={tmp_path / 't.safetensors'}", f"model.teacher_disc_weights={tmp_path / 'd.pth'}")
+        training("quickstart", teacher, f"model.teacher_disc_weights={tmp_path / 'd.pth'}")
     message = str(err.value)
     assert message.startswith(f"{tmp_path / 'd.pth'}: does not fit the configured discriminator (size mismatch for model.0.weight")
     assert "\n" not in message
 
 
 def test_pretrained_teacher_discriminator_from_a_dcdgan_checkpoint(tmp_path):
-    from dcdgan.assembly import disc_channels, teacher_spec
     from dcdgan.checkpoint import save_checkpoint
-    from dcdgan.nets import build_generator
-    from dcdgan.nets.discriminators import build_discriminator
-    from dcdgan.weights import save_generator
 
-    cfg = load_config("quickstart", TINY)
-    save_generator(tmp_path / "t.safetensors", build_generator(teacher_spec(cfg)), teacher_spec(cfg), {"role": "teacher"})
-    torch.manual_seed(7)
-    trained_d = build_discriminator(disc_channels(cfg), 8, cfg.model.n_layers_D)
+    teacher = frozen_teacher(tmp_path)
+    trained_d = quickstart_discriminator(8, seed=7)
     save_checkpoint(tmp_path / "best.ckpt", {"networks": {"disc_b": trained_d.state_dict(), "gen_ab": {}}})
-    teacher = f"model.teacher_weights={tmp_path / 't.safetensors'}"
     loaded = training("quickstart", teacher, f"model.teacher_disc_weights={tmp_path / 'best.ckpt'}").nets.disc_b.state_dict()
     assert all(torch.equal(loaded[k], v) for k, v in trained_d.state_dict().items())
     save_checkpoint(tmp_path / "no_d.ckpt", {"networks": {"gen_ab": {}}})
