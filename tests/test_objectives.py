@@ -399,6 +399,16 @@ def test_pretrained_teacher_discriminator_of_another_width_is_refused_in_one_lin
     assert "\n" not in message
 
 
+def test_pretrained_teacher_batchnorm_discriminator_is_refused_in_one_line(tmp_path):
+    from dcdgan.nets.discriminators import build_discriminator
+
+    teacher = frozen_teacher(tmp_path)
+    torch.save(build_discriminator(2, 8, 3, norm="batch").state_dict(), tmp_path / "latest_net_D.pth")  # pix2pix's default D
+    with pytest.raises(UserError) as err:
+        training("quickstart", teacher, f"model.teacher_disc_weights={tmp_path / 'latest_net_D.pth'}")
+    assert str(err.value) == f"{tmp_path / 'latest_net_D.pth'}: does not fit the configured discriminator: missing 3 keys (e.g. model.2.bias); 6 unexpected keys (e.g. model.3.weight)"
+
+
 def test_pretrained_teacher_discriminator_from_a_dcdgan_checkpoint(tmp_path):
     from dcdgan.checkpoint import save_checkpoint
 
