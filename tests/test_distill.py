@@ -98,6 +98,15 @@ def test_pretrained_teacher_stays_frozen(tmp_path, offline):
     assert json.loads((run / "teacher.json").read_text())["chosen"] == "last"
 
 
+def test_method_none_says_it_does_not_use_a_teacher_file(tmp_path, offline, capsys):
+    source = distill(tmp_path, "source", "quickstart", "train.max_steps=1")
+    capsys.readouterr()
+    run = distill(tmp_path, "none", "quickstart", "distill.method=none", "train.max_steps=1", f"model.teacher_weights={source / 'teacher.safetensors'}")
+    out = capsys.readouterr().out
+    assert "model.teacher_weights is not used with distill.method=none: the student trains alone, from scratch\n" in out
+    assert not (run / "teacher.safetensors").exists()
+
+
 def test_method_none_is_the_student_alone(tmp_path, offline):
     run = distill(tmp_path, "none", "quickstart", "distill.method=none", "train.max_steps=2")
     state = load_checkpoint(run / "checkpoints" / "last.ckpt")

@@ -130,6 +130,8 @@ def setup(cfg: Config, run_dir: Path, resume: bool, quiet: bool) -> Run:
         runs.prepare_run_dir(run_dir, cfg, resume)
     if cfg.train.mixed_precision == "fp16" and accelerator.device.type == "cpu":
         say(accelerator, "train.mixed_precision=fp16 needs a GPU; on CPU this run trains in fp32 (bf16 works on CPU)")
+    if cfg.model.teacher_weights and cfg.distill.method == "none":
+        say(accelerator, "model.teacher_weights is not used with distill.method=none: the student trains alone, from scratch")
     state_path, state = load_newest(runs.last_checkpoint(run_dir).parent, lambda line: say(accelerator, line)) if resume else (None, None)
     set_seed(cfg.train.seed)
     started = time.time()
