@@ -417,9 +417,14 @@ def test_pretrained_teacher_discriminator_from_a_dcdgan_checkpoint(tmp_path):
     save_checkpoint(tmp_path / "best.ckpt", {"networks": {"disc_b": trained_d.state_dict(), "gen_ab": {}}})
     loaded = training("quickstart", teacher, f"model.teacher_disc_weights={tmp_path / 'best.ckpt'}").nets.disc_b.state_dict()
     assert all(torch.equal(loaded[k], v) for k, v in trained_d.state_dict().items())
-    save_checkpoint(tmp_path / "no_d.ckpt", {"networks": {"gen_ab": {}}})
-    with pytest.raises(UserError, match=r"no_d.ckpt: the checkpoint holds no discriminator of B$"):
-        training("quickstart", teacher, f"model.teacher_disc_weights={tmp_path / 'no_d.ckpt'}")
+    for name, state in {"no_d.ckpt": {"networks": {"gen_ab": {}}}, "no_networks.ckpt": {"step": 3}}.items():
+        save_checkpoint(tmp_path / name, state)
+        with pytest.raises(UserError, match=rf"{name}: the checkpoint holds no discriminator of B$"):
+            training("quickstart", teacher, f"model.teacher_disc_weights={tmp_path / name}")
+    save_checkpoint(tmp_path / "wide.ckpt", {"networks": {"disc_b": quickstart_discriminator(16, seed=0).state_dict()}})
+    with pytest.raises(UserError) as err:
+        training("quickstart", teacher, f"model.teacher_disc_weights={tmp_path / 'wide.ckpt'}")
+    assert str(err.value).startswith(f"{tmp_path / 'wide.ckpt'}: does not fit the configured discriminator (size mismatch for model.0.weight")
 
 
 def test_task_step_with_a_frozen_teacher_trains_the_discriminator_only(tmp_path):
