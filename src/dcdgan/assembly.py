@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from dcdgan.checkpoint import load_checkpoint
-from dcdgan.config import Config
+from dcdgan.config import Config, pretrained_teacher
 from dcdgan.errors import UserError
 from dcdgan.losses import dcd_loss
 from dcdgan.modes import eval_mode
@@ -86,11 +86,6 @@ def dcd_taps(cfg: Config) -> DCDTaps:
 def uses_dcd(cfg: Config) -> bool:
     """Whether the DCD loss is part of the student objective."""
     return cfg.distill.method == "dcd"
-
-
-def pretrained_teacher(cfg: Config) -> bool:
-    """Pretrained-teacher mode: the A->B teacher is loaded and frozen; only discriminators train from scratch."""
-    return bool(cfg.model.teacher_weights) and cfg.distill.method != "none"
 
 
 def build_networks(cfg: Config) -> Networks:

@@ -405,6 +405,11 @@ def help_text() -> str:
     return "\n".join(lines)
 
 
+def pretrained_teacher(cfg: Config) -> bool:
+    """Pretrained-teacher mode: the A->B teacher is loaded and frozen; its discriminator trains (from scratch unless given)."""
+    return bool(cfg.model.teacher_weights) and cfg.distill.method != "none"
+
+
 def validate(cfg: Config) -> None:
     """Cross-field checks that types alone cannot express; one-line UserError on the first problem."""
     d, t, dist = cfg.data, cfg.train, cfg.distill
@@ -469,7 +474,7 @@ def validate(cfg: Config) -> None:
         raise UserError("task cyclegan translates both ways, so data.input_nc must equal data.output_nc")
     if dist.lambda_target > 0 and (d.mode != "paired" or dist.schedule == "burst"):
         raise UserError("distill.lambda_target needs paired data (data.mode=paired) and the interleaved schedule: without them the student sees no target")
-    if cfg.model.teacher_disc_weights and not (cfg.model.teacher_weights and dist.method != "none"):
+    if cfg.model.teacher_disc_weights and not pretrained_teacher(cfg):
         raise UserError("model.teacher_disc_weights is the discriminator of a pretrained teacher: set model.teacher_weights too (and a method other than none)")
     if dist.schedule == "burst" and cfg.task != "cyclegan":
         raise UserError("distill.schedule=burst is the CycleGAN reference schedule; use interleaved for pix2pix")
