@@ -15,6 +15,7 @@ def test_defaults_are_the_paper_settings():
     assert (cfg.distill.lambda_style, cfg.distill.lambda_feat) == (1e4, 10.0)
     assert cfg.distill.teacher_taps == ["model.9", "model.12", "model.15", "model.18"] and cfg.distill.disc_tap == "model.10"
     assert cfg.distill.student_gan_weight == 0 and cfg.distill.train_teacher_connectors is False
+    assert cfg.distill.student_gan_disc == "teacher"  # the reference has no discriminator of the student's own
     assert cfg.distill.lambda_pixel == 0 and cfg.distill.lambda_target == 0  # the student learns from the teacher only
 
 
@@ -66,6 +67,15 @@ def test_cross_field_rules():
     assert load_config("quickstart_unpaired", ["data.root=builtin:shoes_paired", "data.mode=paired", "distill.lambda_target=1"]).distill.lambda_target == 1
     with pytest.raises(UserError, match="distill.lambda_target: must not be negative"):
         load_config("quickstart", ["distill.lambda_target=-1"])
+    own = "distill.student_gan_disc=own trains a discriminator on the student's outputs: it needs distill.student_gan_weight > 0"
+    for refused in (["distill.student_gan_disc=own"],  # no GAN term to read it
+                    ["distill.student_gan_disc=own", "distill.student_gan_weight=1", "distill.method=none"],
+                    ["distill.student_gan_disc=own", "distill.student_gan_weight=1", "distill.schedule=burst"]):  # bursts read A only
+        with pytest.raises(UserError, match=own):
+            load_config("quickstart_unpaired", refused)
+    assert load_config("quickstart_unpaired", ["distill.student_gan_disc=own", "distill.student_gan_weight=1"]).distill.student_gan_disc == "own"
+    with pytest.raises(UserError, match="distill.student_gan_disc: 'mine' is not one of teacher, own"):
+        load_config("quickstart", ["distill.student_gan_disc=mine"])
 
 
 def test_recipes_all_load_and_round_trip(tmp_path):

@@ -66,6 +66,8 @@ def test_unpaired_two_steps(tmp_path, offline):
 RESUME_CASES = [
     ("quickstart", []),
     ("quickstart_unpaired", ["loss.pool_size=2"]),  # full image pools (their contents and RNG) and both discriminators
+    # the student's own discriminator: its weights, its Adam state and its image pool
+    ("quickstart_unpaired", ["loss.pool_size=2", "distill.student_gan_weight=1", "distill.student_gan_disc=own"]),
     # burst: 3-step phases, so the run stops mid teacher phase and resumes into the teacher snapshot and student burst
     ("quickstart_unpaired", ["distill.schedule=burst", "distill.burst_every=1", "data.max_train_images=6", "train.batch_size=2"]),
 ]
@@ -84,6 +86,24 @@ def test_resume_is_exact(tmp_path, offline, recipe, extra):
     for net, state in a["networks"].items():
         for key, value in state.items():
             assert torch.equal(value, b["networks"][net][key]), f"{net}.{key}"
+
+
+def test_own_student_discriminator_is_trained_logged_and_checkpointed(tmp_path, offline):
+    run = distill(tmp_path, "own", "quickstart", "train.max_steps=2", "distill.student_gan_weight=1", "distill.student_gan_disc=own")
+    train = [r for r in records(run) if "phase" in r]
+    assert {"D", "S_gan", "D_S"} <= set(train[-1])
+    state = load_checkpoint(run / "checkpoints" / "last.ckpt")
+    assert set(state["networks"]) == {"gen_ab", "disc_b", "student", "projector", "student_disc"}
+    assert set(state["optimizers"]) == {"disc", "gen", "student", "student_disc"} and set(state["pools"]) == {"a", "b", "s"}
+    # the same architecture as the task's conditional discriminator: it reads cat(A, B)
+    shapes = {k: tuple(v.shape) for k, v in state["networks"]["student_disc"].items()}
+    assert shapes == {k: tuple(v.shape) for k, v in state["networks"]["disc_b"].items()} and shapes["model.0.weight"][1] == 2
+    assert not torch.equal(state["networks"]["student_disc"]["model.0.weight"], state["networks"]["disc_b"]["model.0.weight"])
+    # CycleGAN: an unconditional discriminator, shown the student's past fakes through a pool as the task's are
+    run = distill(tmp_path, "own_unpaired", "quickstart_unpaired", "train.max_steps=2", "distill.student_gan_weight=1", "distill.student_gan_disc=own")
+    state = load_checkpoint(run / "checkpoints" / "last.ckpt")
+    assert state["networks"]["student_disc"]["model.0.weight"].shape[1] == 1
+    assert state["pools"]["s"]["images"].shape == (8, 1, 32, 32)  # 2 steps x batch 4 student fakes pooled
 
 
 def test_pretrained_teacher_stays_frozen(tmp_path, offline):

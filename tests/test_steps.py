@@ -331,6 +331,37 @@ def test_joint_step_adds_the_l1_to_the_real_target_when_lambda_target_is_set():
         assert torch.allclose(after[clear], expected_p[clear], atol=1e-6), name
 
 
+def test_student_gan_term_reads_the_students_own_discriminator_which_then_learns_from_its_fakes():
+    t = training("distill.student_gan_weight=2", "distill.student_gan_disc=own", "loss.gan_mode=lsgan")
+    own = t.nets.student_disc
+    own_opt = torch.optim.Adam(own.parameters(), lr=1e-3)
+    objective = dataclasses.replace(t.objective, taps=None, own_pool=ImagePool(0, 3))
+    b = batch()
+    teacher_out = torch.rand(2, 1, 32, 32) * 2 - 1
+    s, d, task_d = copy.deepcopy(t.nets.student), copy.deepcopy(own), snapshot(t.nets.disc_b)
+    out = s(b["A"])
+    expected_s = {"S_pixel": 10.0 * l1(out, teacher_out), "S_gan": 2 * lsgan_g(d(torch.cat([b["A"], out], 1)))}
+    expected_d = lsgan_d(d(torch.cat([b["A"], b["B"]], 1)), d(torch.cat([b["A"], out.detach()], 1)))
+    losses = student_update(t.up, t.nets, t.opts.student, objective, b["A"], b["B"], teacher_out, {}, own_opt)
+    assert set(losses) == {"S_pixel", "S_gan", "D_S"}
+    for name, value in expected_s.items():
+        assert losses[name].item() == pytest.approx(value.item(), rel=1e-5), name
+    assert losses["D_S"].item() == pytest.approx(expected_d.item(), rel=1e-5)
+    assert not changed(task_d, t.nets.disc_b)  # the teacher's discriminator is neither read for the GAN term nor trained
+    # the student's update came through its own discriminator, and that discriminator's only from its own loss
+    for net, copy_, loss in ((t.nets.student, s, sum(expected_s.values())), (own, d, expected_d)):
+        before = snapshot(copy_)  # the network as it was before the update
+        grads = torch.autograd.grad(loss, list(copy_.parameters()))
+        with torch.no_grad():
+            for p, g in zip(copy_.parameters(), grads):
+                p.grad = g
+        torch.optim.Adam(copy_.parameters(), lr=1e-3).step()
+        clear = [g.abs() > 1e-6 for g in grads]  # biases before an InstanceNorm get rounding noise (Adam amplifies its sign)
+        for (name, expected_p), after, keep in zip(copy_.named_parameters(), net.parameters(), clear):
+            assert torch.allclose(after[keep], expected_p[keep], atol=1e-6), name
+        assert changed(before, net)
+
+
 def test_student_update_names_the_student_generator_for_a_wrong_tap():
     t = training()
     bad = StudentObjective(t.cfg.distill, t.cfg.loss.gan_mode, True, vgg=None, pixel_weight=1.0,

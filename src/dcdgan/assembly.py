@@ -37,6 +37,7 @@ class Networks:
     disc_a: nn.Module | None = None  # CycleGAN: judges A images
     projector: DCDProjector | None = None  # DCD connectors, teacher and student side
     snapshot: nn.Module | None = None  # burst schedule: the frozen teacher copy the student learns from
+    student_disc: nn.Module | None = None  # distill.student_gan_disc=own: judges the student's B images, trained on them
 
     @property
     def task_generator(self) -> nn.Module:
@@ -119,6 +120,8 @@ def build_networks(cfg: Config) -> Networks:
         # Reference CycleGAN keeps the teacher projections at their random init (train_teacher_connectors=false).
         nets.projector = DCDProjector(taps, t_ch, s_ch, disc_channels(cfg), cfg.distill.train_teacher_connectors)
         check_dcd_geometry(cfg, nets)
+    if cfg.distill.student_gan_disc == "own":  # the same architecture as disc_b, its own weights
+        nets.student_disc = build_discriminator(disc_channels(cfg), m.ndf, m.n_layers_D)
     if cfg.distill.schedule == "burst":
         nets.snapshot = build_generator(teacher_spec(cfg)).eval().requires_grad_(False)
         nets.snapshot.load_state_dict(task_gen.state_dict())

@@ -154,13 +154,15 @@ def setup(cfg: Config, run_dir: Path, resume: bool, quiet: bool) -> Run:
         disc=make_optimizer(trainable(nets.disc_b, nets.disc_a), cfg),
         gen=None if pretrained_teacher(cfg) else make_optimizer(trainable(nets.task_generator, nets.gen_ba), cfg),
         student=make_optimizer(trainable(nets.student, nets.projector), cfg) if nets.student is not None else None,
+        student_disc=make_optimizer(trainable(nets.student_disc), cfg) if nets.student_disc is not None else None,
     )
     nets = nets.map(lambda net: prepare_network(accelerator, net))
     opts = Optimizers(**{name: accelerator.prepare(opt) if opt is not None else None for name, opt in vars(opts).items()})
     pool_size = cfg.loss.pool_size if cfg.task == "cyclegan" else 0
     task = TaskObjective(cfg.task, cfg.loss, ImagePool(pool_size, cfg.train.seed + 1), ImagePool(pool_size, cfg.train.seed + 2))
     student = StudentObjective(
-        cfg.distill, cfg.loss.gan_mode, cfg.task == "pix2pix", vgg, pixel_weight, dcd_taps(cfg) if uses_dcd(cfg) else None
+        cfg.distill, cfg.loss.gan_mode, cfg.task == "pix2pix", vgg, pixel_weight, dcd_taps(cfg) if uses_dcd(cfg) else None,
+        ImagePool(pool_size, cfg.train.seed + 3) if nets.student_disc is not None else None,
     )
 
     # ---- validation
@@ -175,7 +177,7 @@ def setup(cfg: Config, run_dir: Path, resume: bool, quiet: bool) -> Run:
         rng = restore_run(
             state, len(train_set), accelerator.num_processes, accelerator.process_index,
             {name: accelerator.unwrap_model(net) for name, net in nets.named().items()}, opts.named(),
-            {"a": task.pool_a, "b": task.pool_b}, accelerator.device, accelerator.scaler, state_path,
+            image_pools(task, student), accelerator.device, accelerator.scaler, state_path,
         )
         selection.load(state["selection"])
         step = int(state["step"])
@@ -253,6 +255,12 @@ def setup_perceptual(cfg: Config, accelerator: Accelerator) -> tuple[VGGPerceptu
 def make_optimizer(params: list, cfg: Config) -> torch.optim.Optimizer:
     """Adam with the configured learning rate and betas."""
     return torch.optim.Adam(params, lr=cfg.train.lr, betas=(cfg.train.beta1, cfg.train.beta2))
+
+
+def image_pools(task: TaskObjective, student: StudentObjective) -> dict[str, ImagePool]:
+    """The run's image pools under their checkpoint keys (the student's own discriminator's only when it exists)."""
+    pools = {"a": task.pool_a, "b": task.pool_b}
+    return pools | {"s": student.own_pool} if student.own_pool is not None else pools
 
 
 def trainable(*modules) -> list:
@@ -374,7 +382,7 @@ def save(run: Run, step: int, best: bool = False) -> None:
     """Checkpoint the run as it is now (the rotating last.ckpt, or best.ckpt): every process contributes its RNG
     and pools, the main process writes."""
     acc = run.accelerator
-    mine = rank_state({"a": run.task.pool_a, "b": run.task.pool_b})
+    mine = rank_state(image_pools(run.task, run.student))
     ranks = gather_object([mine]) if acc.num_processes > 1 else [mine]
     if acc.is_main_process:
         state = run_state(

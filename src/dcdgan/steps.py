@@ -34,10 +34,11 @@ class Optimizers:
     disc: Optimizer  # disc_b (and disc_a for CycleGAN)
     gen: Optimizer | None  # task generator(s); None when the teacher is pretrained and frozen
     student: Optimizer | None  # student and its DCD connectors; None for method=none
+    student_disc: Optimizer | None = None  # the student's own discriminator (distill.student_gan_disc=own)
 
     def named(self) -> dict[str, Optimizer]:
         """Present optimizers under their checkpoint keys."""
-        present = {"disc": self.disc, "gen": self.gen, "student": self.student}
+        present = {"disc": self.disc, "gen": self.gen, "student": self.student, "student_disc": self.student_disc}
         return {name: opt for name, opt in present.items() if opt is not None}
 
 
@@ -61,6 +62,7 @@ class StudentObjective:
     vgg: VGGPerceptual | None
     pixel_weight: float  # L1 to the teacher output: distill.lambda_pixel, or the weight-free stand-in for the VGG losses
     taps: DCDTaps | None  # None unless method=dcd
+    own_pool: ImagePool | None = None  # distill.student_gan_disc=own: past student fakes its discriminator sees (CycleGAN)
 
 
 class NonFiniteUpdate(RuntimeError):
@@ -134,7 +136,7 @@ def joint_step(up: Updater, nets: Networks, opts: Optimizers, task: TaskObjectiv
     fake_b, feats = generate(up, nets.teacher, real_a, taps, grad=update_task and opts.gen is not None)
     losses = task_update(up, nets, opts, task, real_a, real_b, fake_b) if update_task else {}
     teacher_feats = {k: v.detach() for k, v in feats.items()}
-    return losses | student_update(up, nets, opts.student, student, real_a, real_b, fake_b.detach(), teacher_feats)
+    return losses | student_update(up, nets, opts.student, student, real_a, real_b, fake_b.detach(), teacher_feats, opts.student_disc)
 
 
 def task_step(up: Updater, nets: Networks, opts: Optimizers, task: TaskObjective, batch: dict) -> Losses:
@@ -212,16 +214,21 @@ def student_update(
     real_b: Tensor | None,
     teacher_out: Tensor,
     teacher_feats: dict[str, Tensor],
+    own_disc_opt: Optimizer | None = None,
 ) -> Losses:
-    """Student (and its connectors): VGG style + feature to the teacher output, DCD through the frozen discriminator.
+    """Student (and its connectors): VGG style + feature to the teacher output, DCD through the frozen discriminator;
+    then, with a discriminator of the student's own (``distill.student_gan_disc=own``), that discriminator's update.
 
-    ``real_b`` is read only by the optional L1 to the real target (``distill.lambda_target``, paired data only).
+    ``real_b`` is read only by the optional L1 to the real target (``distill.lambda_target``, paired data only) and
+    by the student's own discriminator (its real images).
     """
     if opt is None:
         return {}
     d = objective.weights
     disc = up.unwrap(nets.disc_b)
-    with frozen(disc):
+    own = up.unwrap(nets.student_disc) if nets.student_disc is not None else None
+    judge = own if own is not None else disc  # what the student's GAN term reads
+    with frozen(disc, own):
         student_taps = list(objective.taps.student) if objective.taps else []
         with up.autocast(), capture(up.unwrap(nets.student), student_taps, "student generator") as student_feats:
             student_out = nets.student(real_a).float()
@@ -241,14 +248,23 @@ def student_update(
             with up.autocast():  # the connectors and the discriminator reads are forward passes
                 projections = nets.projector(teacher_feats, student_feats)
                 terms["S_dcd"] = d.lambda_dcd * dcd_loss(disc, objective.taps.disc, projections).float()
+        image = torch.cat([real_a, student_out], 1) if objective.conditional else student_out
         if d.student_gan_weight > 0:
-            image = torch.cat([real_a, student_out], 1) if objective.conditional else student_out
             with up.autocast():
-                pred = disc(image)
+                pred = judge(image)
             terms["S_gan"] = d.student_gan_weight * gan_loss_g(pred.float(), objective.gan_mode)
         if set(terms) == {"S_dcd"} and up.accelerator.num_processes > 1:
             # DCD alone trains the student up to its last tap; DDP needs every output in the graph of the loss
             # (a zero-weighted term gives the layers after it zero gradients, as one process leaves them unchanged)
             terms["S_dcd"] = terms["S_dcd"] + 0.0 * student_out.mean()
         up(opt, terms)
-    return detached(terms)
+    if own is None:
+        return detached(terms)
+    # The teacher's discriminator is trained against the teacher's outputs and misses the student's own artifacts;
+    # this one learns them, as method=none's discriminator does (benchmarks/RESULTS.md, issue 10's investigation).
+    if own_disc_opt is None or real_b is None or objective.own_pool is None:
+        raise ValueError("distill.student_gan_disc=own: the student's discriminator needs its optimizer, real B images and an image pool")
+    real = torch.cat([real_a, real_b], 1) if objective.conditional else real_b
+    loss_d = gan_loss_d(nets.student_disc(real), nets.student_disc(objective.own_pool.query(image.detach())), objective.gan_mode)
+    up(own_disc_opt, {"D_S": loss_d})
+    return detached(terms | {"D_S": loss_d})
