@@ -1,6 +1,9 @@
 """A/B of one student-graph rewrite in OpenVINO: the 16->3 7x7 head conv widened to 8 or 16 output channels with
 zero weights and sliced back to 3 (identical outputs), timed alternately against the original.
 
+Recorded in benchmarks/RESULTS.md before the phase-split head (dcdgan.nets.inference): the exporter now applies that
+inference form, so re-running this script compares against the phase-split base (see head_phase_split.py).
+
     python benchmarks/head_rewrite.py 30      # runs per variant; 1x3x256x256, 2 threads, fp32
 """
 import time, statistics, sys, copy

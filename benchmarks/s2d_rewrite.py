@@ -4,6 +4,9 @@ input, with a 4x4 kernel that holds the 7x7 one at each of the four output phase
 It does 1.3x the multiply-adds of the original conv but reads 4x the channels per pixel (12 or 64 instead of 3 or
 16), which fills vector registers. Outputs are the same up to fp32 summation order.
 
+Recorded in benchmarks/RESULTS.md before the phase-split head (dcdgan.nets.inference): the exporter now applies that
+inference form, so re-running this script compares against the phase-split base (see head_phase_split.py).
+
     python benchmarks/s2d_rewrite.py 30      # runs per variant; 1x3x256x256, 2 threads, fp32
 """
 import copy

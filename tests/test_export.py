@@ -45,6 +45,10 @@ def test_onnx_export_keeps_instance_norm(tiny_run_dir, tmp_path):
     export_model(tiny_run_dir, "onnx", tmp_path / "s.onnx", sizes=(32,), quiet=True)
     proto = onnx.load(str(tmp_path / "s.onnx"))
     assert sum(n.op_type == "InstanceNormalization" for n in proto.graph.node) == 1 + 2 + 9 * 4 + 2  # stem, 2 downs, 4 per block, 2 ups
+    # the inference form: the 7x7 head as one stride-4 conv to 16 output phases per channel, then depth-to-space
+    assert sum(n.op_type == "DepthToSpace" for n in proto.graph.node) == 1
+    head = [n for n in proto.graph.node if n.op_type == "Conv" and any(a.name == "strides" and list(a.ints) == [4, 4] for a in n.attribute)]
+    assert len(head) == 1
     dims = proto.graph.input[0].type.tensor_type.shape.dim
     assert [d.HasField("dim_value") for d in dims] == [False, True, False, False]  # batch, H, W dynamic; channels fixed
 

@@ -19,6 +19,7 @@ from torch import nn
 
 from dcdgan.errors import UserError
 from dcdgan.nets.generators import GeneratorSpec, build_generator
+from dcdgan.nets.inference import inference_form
 
 BACKENDS = ("torch", "compile", "onnxruntime", "openvino")
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
@@ -192,7 +193,8 @@ def _torch_forward(net: nn.Module, backend: str, precision: str, device: str, th
         torch.backends.cudnn.allow_tf32 = False
         torch.backends.cuda.matmul.allow_tf32 = False
     if not isinstance(net, torch.fx.GraphModule):  # torch.export modules refuse .eval(); they were exported in eval mode
-        net = net.eval()
+        # the phase-split head is measured faster on CPU only (benchmarks/RESULTS.md); a GPU keeps the plain module
+        net = inference_form(net) if device == "cpu" else net.eval()
     net = net.to(device=device, dtype=dtype)
     if backend == "compile":
         net = torch.compile(net)

@@ -25,6 +25,7 @@ from dcdgan.backends import TorchSource, load_runner, load_torch_source, require
 from dcdgan.checkpoint import atomic_write
 from dcdgan.errors import UserError
 from dcdgan.nets.generators import GeneratorSpec
+from dcdgan.nets.inference import inference_form
 from dcdgan.weights import FORMAT
 
 FORMATS = ("onnx", "openvino", "pt2")
@@ -51,23 +52,24 @@ def _example_and_dims(spec: GeneratorSpec) -> tuple[torch.Tensor, dict]:
 
 
 def torch_program(net: nn.Module, spec: GeneratorSpec) -> torch.export.ExportedProgram:
-    """torch.export of the generator in eval mode, with dynamic batch/H/W."""
+    """torch.export of the generator's inference form (eval mode), with dynamic batch/H/W."""
     example, dims = _example_and_dims(spec)
     try:
-        return torch.export.export(net.eval(), (example,), dynamic_shapes=dims)
+        return torch.export.export(inference_form(net), (example,), dynamic_shapes=dims)
     except Exception as err:  # the exporter's messages are long; keep the first line
         raise UserError(f"torch.export failed for {spec.netG}: {str(err).splitlines()[0][:200]}") from None
 
 
 def onnx_model_bytes(net: nn.Module, spec: GeneratorSpec, precision: str = "fp32") -> bytes:
-    """The generator as a serialized ONNX model (opset 18, dynamic batch/H/W, input 'input', output 'output')."""
+    """The generator's inference form as a serialized ONNX model (opset 18, dynamic batch/H/W, input 'input',
+    output 'output')."""
     onnx = require("onnx")
     require("onnxscript")  # torch's exporter builds the graph with it
     example, dims = _example_and_dims(spec)
     try:
         with contextlib.redirect_stdout(io.StringIO()):  # the exporter prints its progress; keep --json output clean
             program = torch.onnx.export(
-                net.eval(), (example,), dynamo=True, dynamic_shapes=dims, input_names=["input"], output_names=["output"], verbose=False
+                inference_form(net), (example,), dynamo=True, dynamic_shapes=dims, input_names=["input"], output_names=["output"], verbose=False
             )
     except Exception as err:
         raise UserError(f"ONNX export failed for {spec.netG}: {str(err).splitlines()[0][:200]}") from None

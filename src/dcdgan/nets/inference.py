@@ -1,0 +1,75 @@
+"""The inference form of a generator: the same function, arranged to run faster on deployment backends.
+
+A ResNet generator ends in a 7x7 convolution to 3 (or 1) output channels at full resolution. With so few output
+channels the vectorised kernels of oneDNN (OpenVINO, PyTorch CPU) and ONNX Runtime fill a fraction of each
+register: in the OpenVINO profile of the ngf-16 student at 256 px this one conv took 36% of the time for 11% of
+the multiply-adds. The phase-split form computes it as one stride-4 convolution whose 16 output phases are
+channels (48 for RGB), then ``pixel_shuffle``. Its kernel is 10x10 with the 7x7 one at each phase's offset and
+zeros elsewhere, so every output is the same sum of the same products (bit-identical in PyTorch eager) for about
+twice the multiply-adds, and the conv now fills whole registers. Measured in ``benchmarks/RESULTS.md``
+("Where the student's time goes").
+
+Training keeps the plain module; weights files keep its layout. Deployment (``runner_from_module``, ``export``)
+runs the inference form.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+PHASES = 4  # the head's input is always a multiple of 4: the decoder is two x2 transposed convolutions
+WIDE = 16  # output channels from which a conv already fills an AVX-512 register of fp32
+
+
+class PhaseSplitConv(nn.Module):
+    """``conv(pad(x))`` for a stride-1 KxK conv, as one stride-r conv giving the r*r output phases as channels,
+    then ``pixel_shuffle(r)``. ``x``'s height and width must be multiples of r."""
+
+    def __init__(self, pad: nn.Module, conv: nn.Conv2d, r: int = PHASES):
+        super().__init__()
+        k, out_c, in_c = conv.kernel_size[0], conv.out_channels, conv.in_channels
+        size = k + r - 1
+        weight = conv.weight.new_zeros(out_c * r * r, in_c, size, size)
+        for dy in range(r):
+            for dx in range(r):  # channel c * r * r + dy * r + dx is output (c, r*y + dy, r*x + dx): pixel_shuffle's order
+                weight[dy * r + dx :: r * r, :, dy : dy + k, dx : dx + k] = conv.weight.detach()
+        self.pad, self.r = pad, r
+        self.conv = nn.Conv2d(in_c, out_c * r * r, size, stride=r, bias=conv.bias is not None)
+        self.conv.weight.data.copy_(weight)
+        if conv.bias is not None:
+            self.conv.bias.data.copy_(conv.bias.detach().repeat_interleave(r * r))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.pixel_shuffle(self.conv(self.pad(x)), self.r)
+
+
+def splittable_head(net: nn.Module) -> bool:
+    """Whether ``net`` ends in reflection pad + a narrow stride-1 square conv + tanh (the ResNet generators' head)."""
+    model = getattr(net, "model", None)
+    if not isinstance(model, nn.Sequential) or len(model) < 3:  # a U-Net's model is its outermost skip block
+        return False
+    pad, conv, last = list(model)[-3:]
+    return (
+        isinstance(pad, nn.ReflectionPad2d)
+        and type(conv) is nn.Conv2d
+        and conv.stride == (1, 1)
+        and conv.dilation == (1, 1)
+        and conv.groups == 1
+        and conv.padding == (0, 0)
+        and conv.kernel_size[0] == conv.kernel_size[1] > 1
+        and conv.out_channels < WIDE
+        and isinstance(last, nn.Tanh)
+    )
+
+
+def inference_form(net: nn.Module) -> nn.Module:
+    """A copy of ``net`` in eval mode with a ResNet generator's head in phase-split form (other nets: a plain copy)."""
+    fast = copy.deepcopy(net).eval()
+    if splittable_head(fast):
+        layers = list(fast.model)
+        layers[-3:-1] = [PhaseSplitConv(layers[-3], layers[-2])]
+        fast.model = nn.Sequential(*layers)
+    return fast

@@ -1,0 +1,62 @@
+"""The inference form of a generator (phase-split head): the same outputs, faster kernels, the original untouched."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from dcdgan.nets import GeneratorSpec, build_generator
+from dcdgan.nets.inference import PhaseSplitConv, inference_form, splittable_head
+
+
+@pytest.mark.parametrize("out_c, bias", [(3, True), (1, True), (3, False)])
+@pytest.mark.parametrize("shape", [(2, 5, 32, 32), (1, 5, 8, 12), (1, 5, 64, 96)])
+def test_phase_split_conv_equals_pad_then_conv(out_c, bias, shape):
+    torch.manual_seed(0)
+    pad, conv = nn.ReflectionPad2d(3), nn.Conv2d(5, out_c, 7, bias=bias)
+    split = PhaseSplitConv(pad, conv)
+    assert (split.conv.in_channels, split.conv.out_channels, split.conv.kernel_size, split.conv.stride) == (5, 16 * out_c, (10, 10), (4, 4))
+    x = torch.randn(shape)
+    with torch.no_grad():
+        expected, got = conv(pad(x)), split(x)
+    assert got.shape == expected.shape == (shape[0], out_c, shape[2], shape[3])
+    assert (got - expected).abs().max().item() <= 1e-5 * expected.abs().max().item()  # same products, summation order aside
+
+
+def test_phase_split_conv_at_two_phases():
+    torch.manual_seed(0)
+    pad, conv = nn.ReflectionPad2d(1), nn.Conv2d(4, 2, 3)
+    x = torch.randn(1, 4, 6, 10)
+    with torch.no_grad():
+        assert torch.allclose(PhaseSplitConv(pad, conv, r=2)(x), conv(pad(x)), atol=1e-6)
+
+
+@pytest.mark.parametrize("netG, ngf, channels", [("mobile_resnet_9blocks", 8, 3), ("resnet_9blocks", 8, 1)])
+def test_resnet_generators_get_the_split_head_and_keep_their_outputs(netG, ngf, channels):
+    torch.manual_seed(0)
+    net = build_generator(GeneratorSpec(netG, ngf, channels, channels)).train()
+    head = net.model[-2]
+    fast = inference_form(net)
+    assert isinstance(fast.model[-2], PhaseSplitConv) and isinstance(fast.model[-1], nn.Tanh) and len(fast.model) == len(net.model) - 1
+    assert not fast.training
+    assert net.training and net.model[-2] is head and type(head) is nn.Conv2d  # the original is left as it was
+    for size in [(1, channels, 32, 32), (2, channels, 36, 44)]:
+        x = torch.rand(size) * 2 - 1
+        with torch.no_grad():
+            assert (fast(x) - net.eval()(x)).abs().max().item() <= 1e-5
+
+
+def test_other_nets_are_copied_unchanged():
+    unet = build_generator(GeneratorSpec("unet_128", 8, 3, 3))
+    fast = inference_form(unet)
+    assert not any(isinstance(m, PhaseSplitConv) for m in fast.modules())
+    assert fast is not unet and fast.state_dict().keys() == unet.state_dict().keys()
+    wide = nn.Sequential(nn.ReflectionPad2d(3), nn.Conv2d(4, 16, 7), nn.Tanh())  # 16 outputs fill a register already
+    holder = nn.Module()
+    holder.model = wide
+    assert not splittable_head(holder)
+    holder.model = nn.Sequential(nn.ReflectionPad2d(3), nn.Conv2d(4, 3, 7), nn.Tanh())
+    assert splittable_head(holder)
+    holder.model = nn.Sequential(nn.ReflectionPad2d(3), nn.Conv2d(4, 3, 7, stride=2), nn.Tanh())
+    assert not splittable_head(holder)
