@@ -48,3 +48,38 @@ def test_bench_errors_are_one_line(capsys):
     assert capsys.readouterr().err.strip() == "dcdgan bench: error: int8 runs on --backend openvino (NNCF post-training quantization)"
     assert main(["bench", "mobile_resnet_9blocks:4", "--size", "30", "--runs", "1"]) == 2
     assert "--size must be a multiple of 4" in capsys.readouterr().err
+
+
+def test_openvino_compiles_a_static_shape_for_a_shape_seen_twice(monkeypatch):
+    pytest.importorskip("openvino")
+    import numpy as np
+    import torch
+
+    from dcdgan import backends
+
+    compiled = []  # the input shape of every compile: None while dynamic
+    real = backends.openvino_compile
+
+    def counting(model, precision, threads):
+        shape = model.input(0).get_partial_shape()
+        compiled.append(tuple(d.get_length() for d in shape) if shape.is_static else None)
+        return real(model, precision, threads)
+
+    monkeypatch.setattr(backends, "openvino_compile", counting)
+    spec = parse_architecture("mobile_resnet_9blocks:4")
+    torch.manual_seed(0)
+    net = build_generator(spec).eval()
+    runner = backends.runner_from_module(net, spec, "openvino", "fp32", "cpu", 1)
+    shapes = [(1, 3, 8 + 4 * i, 12) for i in range(backends.OV_STATIC_SHAPES + 1)]
+    rng = np.random.default_rng(0)
+    inputs = {s: rng.uniform(-1, 1, s).astype(np.float32) for s in shapes}
+    first = {s: runner(x) for s, x in inputs.items()}  # each shape once: the dynamic compile serves them all
+    assert compiled == [None]
+    for s, x in inputs.items():  # seen again: a static compile each, the oldest dropped beyond OV_STATIC_SHAPES
+        assert np.abs(runner(x) - first[s]).max() <= 1e-6 and runner(x).shape == s
+        with torch.no_grad():
+            assert np.abs(runner(x) - net(torch.from_numpy(x)).numpy()).max() <= 1e-5
+    assert compiled == [None, *shapes]
+    runner(inputs[shapes[-1]])  # still held: no compile
+    runner(inputs[shapes[0]])  # dropped: compiled again
+    assert compiled == [None, *shapes, shapes[0]]
