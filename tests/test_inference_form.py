@@ -60,3 +60,5 @@ def test_other_nets_are_copied_unchanged():
     assert splittable_head(holder)
     holder.model = nn.Sequential(nn.ReflectionPad2d(3), nn.Conv2d(4, 3, 7, stride=2), nn.Tanh())
     assert not splittable_head(holder)
+    holder.model = nn.Sequential(nn.ReflectionPad2d(3), nn.Conv2d(4, 3, 7), nn.ReLU())  # not a generator's output head
+    assert not splittable_head(holder)
