@@ -9,7 +9,8 @@ the real ``dcdgan distill`` command (one run directory per (task, method, seed))
 - ``dcd``:     omgd + the DCD loss;
 - ``dcd_gan``: dcd + a direct adversarial term on the student (``distill.student_gan_weight``);
 - ``dcd_own``: dcd + that term read by a discriminator of the student's own, trained on the student's outputs
-  (``distill.student_gan_disc=own``). Not in the default ``--methods``: the issue's five are.
+  (``distill.student_gan_disc=own``); ``omgd_own``: the same without the DCD loss. Not in the default
+  ``--methods``: the issue's five are.
 
 Model selection uses the validation split only (``best.ckpt``, chosen every ``budget / val_points`` steps);
 the selected generator is then scored once on the held-out TEST split: FID and KID (TF-2015 Inception) against
@@ -49,7 +50,7 @@ from dcdgan.metrics.fid import ReferenceStats, load_stats, save_stats
 from dcdgan.metrics.inception import load_inception
 from dcdgan.runs import best_checkpoint, last_checkpoint
 
-METHODS = ("teacher", "none", "omgd", "dcd", "dcd_gan", "dcd_own")
+METHODS = ("teacher", "none", "omgd", "dcd", "dcd_gan", "omgd_own", "dcd_own")
 DEFAULT_METHODS = METHODS[:5]
 
 
@@ -60,8 +61,8 @@ def method_overrides(method: str, cfg: Config, gan_weight: float) -> list[str]:
         return ["distill.method=none", f"model.student_netG={m.teacher_netG}", f"model.student_ngf={m.teacher_ngf}"]
     if method == "dcd_gan":
         return ["distill.method=dcd", f"distill.student_gan_weight={gan_weight}"]
-    if method == "dcd_own":
-        return ["distill.method=dcd", f"distill.student_gan_weight={gan_weight}", "distill.student_gan_disc=own"]
+    if method in ("omgd_own", "dcd_own"):
+        return [f"distill.method={method[:4]}", f"distill.student_gan_weight={gan_weight}", "distill.student_gan_disc=own"]
     return [f"distill.method={method}"]
 
 
@@ -273,7 +274,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3, help="seeds 0 .. N-1")
     parser.add_argument("--budget", type=int, required=True, help="training steps of every run (0 = the recipe's full schedule)")
     parser.add_argument("--methods", default=",".join(DEFAULT_METHODS), help=f"comma-separated subset of {', '.join(METHODS)}")
-    parser.add_argument("--gan-weight", type=float, default=1.0, help="distill.student_gan_weight of the dcd_gan and dcd_own methods")
+    parser.add_argument("--gan-weight", type=float, default=1.0, help="distill.student_gan_weight of the dcd_gan, omgd_own and dcd_own methods")
     parser.add_argument("--val-points", type=int, default=3, help="validations per run (model selection)")
     parser.add_argument("--val-metric", default="auto", choices=("auto", "l1", "fid"), help="auto: l1 to the target when paired, fid when unpaired")
     parser.add_argument("--max-test", type=int, default=0, help="score this many test inputs, spread over the split (0 = all; the reference always uses all)")
