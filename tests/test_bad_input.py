@@ -23,6 +23,7 @@ from dcdgan.config import load_config, to_dict
 from dcdgan.data import DataRoot, read_image, to_mode
 from dcdgan.errors import UserError
 from dcdgan.scan import scan_data
+from conftest import REFERENCE_STUDENT
 
 # tiny networks, no VGG, no final evaluation: what is left of a run is the part under test
 TINY = ["model.teacher_ngf=8", "model.student_ngf=4", "model.ndf=8", "perceptual.weights=none", "eval.final=false",
@@ -187,7 +188,7 @@ def pickled_teacher(tmp):
 
 def pickled_vgg(tmp):
     torch.save({"features.0.weight": RunsCode(tmp / "pwned")}, tmp / "vgg16.pth")
-    return distill_args(tmp, f"perceptual.weights={tmp / 'vgg16.pth'}")
+    return distill_args(tmp, *REFERENCE_STUDENT, f"perceptual.weights={tmp / 'vgg16.pth'}")  # the quickstart's own objective reads no VGG
 
 
 def output_dir_is_a_file(tmp):

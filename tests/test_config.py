@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from dcdgan.config import Config, config_from_dict, load_config, recipe_names, to_dict, to_yaml, valid_keys
+from dcdgan.config import Config, config_from_dict, load_config, recipe_names, student_owns_disc, to_dict, to_yaml, valid_keys
 from dcdgan.errors import UserError
 
 
@@ -67,13 +67,14 @@ def test_cross_field_rules():
     assert load_config("quickstart_unpaired", ["data.root=builtin:shoes_paired", "data.mode=paired", "distill.lambda_target=1"]).distill.lambda_target == 1
     with pytest.raises(UserError, match="distill.lambda_target: must not be negative"):
         load_config("quickstart", ["distill.lambda_target=-1"])
-    own = "distill.student_gan_disc=own trains a discriminator on the student's outputs: it needs distill.student_gan_weight > 0"
-    for refused in (["distill.student_gan_disc=own"],  # no GAN term to read it
-                    ["distill.student_gan_disc=own", "distill.student_gan_weight=1", "distill.method=none"],
-                    ["distill.student_gan_disc=own", "distill.student_gan_weight=1", "distill.schedule=burst"]):  # bursts read A only
-        with pytest.raises(UserError, match=own):
-            load_config("quickstart_unpaired", refused)
-    assert load_config("quickstart_unpaired", ["distill.student_gan_disc=own", "distill.student_gan_weight=1"]).distill.student_gan_disc == "own"
+    own = ["distill.student_gan_disc=own", "distill.student_gan_weight=1"]
+    with pytest.raises(UserError, match="distill.student_gan_disc=own trains a discriminator on the student's outputs and real B images: it needs the interleaved"):
+        load_config("quickstart_unpaired", [*own, "distill.schedule=burst"])  # burst student epochs read A images only
+    # nothing to train it for: no GAN term, or no student (the quickstart's own discriminator must not stop method=none)
+    for unused in (["distill.student_gan_weight=0"], ["distill.method=none"], ["distill.method=none", "distill.schedule=burst"]):
+        cfg = load_config("quickstart_unpaired", [*own, *unused])
+        assert cfg.distill.student_gan_disc == "own" and not student_owns_disc(cfg)
+    assert student_owns_disc(load_config("quickstart_unpaired", own)) and not student_owns_disc(load_config("quickstart_unpaired"))
     with pytest.raises(UserError, match="distill.student_gan_disc: 'mine' is not one of teacher, own"):
         load_config("quickstart", ["distill.student_gan_disc=mine"])
 

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
 
-from conftest import l1, lsgan_d, lsgan_g
+from conftest import REFERENCE_STUDENT, l1, lsgan_d, lsgan_g
 
 from dcdgan import steps
 from dcdgan.assembly import build_networks, dcd_taps
@@ -26,7 +26,7 @@ from dcdgan.perceptual import VGGPerceptual, vgg16_features
 from dcdgan.pool import ImagePool
 from dcdgan.taps import capture
 
-TINY = ["model.teacher_ngf=8", "model.student_ngf=4", "model.ndf=8"]
+TINY = ["model.teacher_ngf=8", "model.student_ngf=4", "model.ndf=8", *REFERENCE_STUDENT]
 
 
 def sgd(*modules) -> torch.optim.SGD | None:

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from conftest import REFERENCE_STUDENT
 from accelerate import Accelerator
 
 from dcdgan.config import load_config
@@ -23,13 +24,21 @@ def test_lambda_pixel_defaults_to_the_reference_objective(accelerator):
     cfg = load_config("quickstart", ["distill.method=dcd", "perceptual.weights=none"])
     assert cfg.distill.lambda_pixel == 100.0
     assert setup_perceptual(cfg, accelerator) == (None, 100.0)
+    # its 32 px student objective (benchmarks/RESULTS.md, "The student's own discriminator"): no VGG, both L1 terms,
+    # a GAN term through a discriminator of the student's own; the unpaired quickstart keeps the reference terms
+    d = load_config("quickstart").distill
+    assert (d.lambda_style, d.lambda_feat, d.lambda_pixel, d.lambda_target, d.student_gan_weight, d.student_gan_disc) == (0, 0, 100, 100, 1, "own")
+    d = load_config("quickstart_unpaired").distill
+    assert (d.lambda_style, d.lambda_feat, d.lambda_pixel, d.lambda_target, d.student_gan_weight, d.student_gan_disc) == (1e4, 10, 0, 0, 0, "teacher")
 
 
 def test_lambda_pixel_is_used_beside_vgg_and_without_it(accelerator):
     with pytest.warns(UserWarning, match="RANDOM"):
-        vgg, weight = setup_perceptual(load_config("quickstart", ["distill.lambda_pixel=3", "perceptual.weights=random"]), accelerator)
+        vgg, weight = setup_perceptual(load_config("quickstart", [*REFERENCE_STUDENT, "distill.lambda_pixel=3", "perceptual.weights=random"]), accelerator)
     assert vgg is not None and weight == 3.0
     assert setup_perceptual(load_config("quickstart", ["distill.lambda_pixel=2.5", "perceptual.weights=none"]), accelerator) == (None, 2.5)
+    # the quickstart recipe turns the VGG terms off: no VGG is loaded, whatever perceptual.weights says
+    assert setup_perceptual(load_config("quickstart", ["perceptual.weights=random"]), accelerator) == (None, 100.0)
     assert setup_perceptual(load_config("quickstart", ["distill.method=none", "distill.lambda_pixel=2.5"]), accelerator) == (None, 0.0)
 
 

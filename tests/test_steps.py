@@ -9,7 +9,7 @@ import pytest
 import torch
 from accelerate import Accelerator
 
-from conftest import l1, lsgan_d, lsgan_g
+from conftest import REFERENCE_STUDENT, l1, lsgan_d, lsgan_g
 
 from dcdgan.assembly import build_networks, dcd_taps
 from dcdgan.config import load_config
@@ -28,7 +28,7 @@ from dcdgan.steps import (
     task_step,
 )
 
-TINY = ["model.teacher_ngf=8", "model.student_ngf=4", "model.ndf=8"]
+TINY = ["model.teacher_ngf=8", "model.student_ngf=4", "model.ndf=8", *REFERENCE_STUDENT]
 
 
 class Training:

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from dcdgan.checkpoint import load_checkpoint
-from dcdgan.config import Config, pretrained_teacher
+from dcdgan.config import Config, pretrained_teacher, student_owns_disc
 from dcdgan.errors import UserError
 from dcdgan.losses import dcd_loss
 from dcdgan.modes import eval_mode
@@ -120,7 +120,7 @@ def build_networks(cfg: Config) -> Networks:
         # Reference CycleGAN keeps the teacher projections at their random init (train_teacher_connectors=false).
         nets.projector = DCDProjector(taps, t_ch, s_ch, disc_channels(cfg), cfg.distill.train_teacher_connectors)
         check_dcd_geometry(cfg, nets)
-    if cfg.distill.student_gan_disc == "own":  # the same architecture as disc_b, its own weights
+    if student_owns_disc(cfg):  # the same architecture as disc_b, its own weights
         nets.student_disc = build_discriminator(disc_channels(cfg), m.ndf, m.n_layers_D)
     if cfg.distill.schedule == "burst":
         nets.snapshot = build_generator(teacher_spec(cfg)).eval().requires_grad_(False)

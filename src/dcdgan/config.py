@@ -85,7 +85,7 @@ class DistillConfig:
     lambda_feat: float = opt(10.0, "weight of the VGG relu2_2 feature loss")
     lambda_pixel: float = opt(0.0, "weight of an L1 between student and teacher outputs, beside the VGG losses (reference: 0; the VGG losses do not see stride-2 checkerboards, see docs/decisions.md)")
     student_gan_weight: float = opt(0.0, "direct adversarial loss on the student through the frozen discriminator (reference: 0)")
-    student_gan_disc: str = opt("teacher", "which discriminator student_gan_weight's term reads: teacher (the task's, trained on the teacher's outputs; reference) or own (one of the student's, trained on the student's outputs as method=none's is)", ("teacher", "own"))
+    student_gan_disc: str = opt("teacher", "which discriminator student_gan_weight's term reads: teacher (the task's, trained on the teacher's outputs; reference) or own (one of the student's, trained on the student's outputs as method=none's is; built only while that term is on)", ("teacher", "own"))
     lambda_target: float = opt(0.0, "weight of an L1 between the student output and the real target (paired data only): the task's own reconstruction term, beside distillation (reference: 0, the student sees only the teacher)")
     train_teacher_connectors: bool = opt(False, "train the teacher-side connectors too (reference pix2pix) instead of keeping them frozen at init")
     teacher_taps: list[str] | None = opt(None, "teacher generator modules whose outputs are distilled; auto = the teacher architecture's (ResNets: model.9, model.12, model.15, model.18; U-Net: model.model.1.model.3), paired with the student's by feature-map size")
@@ -406,6 +406,12 @@ def help_text() -> str:
     return "\n".join(lines)
 
 
+def student_owns_disc(cfg: "Config") -> bool:
+    """Whether the run trains a discriminator of the student's own: a distilled student whose GAN term reads it."""
+    d = cfg.distill
+    return d.student_gan_disc == "own" and d.student_gan_weight > 0 and d.method != "none"
+
+
 def pretrained_teacher(cfg: Config) -> bool:
     """Pretrained-teacher mode: the A->B teacher is loaded and frozen; its discriminator trains (from scratch unless given)."""
     return bool(cfg.model.teacher_weights) and cfg.distill.method != "none"
@@ -475,8 +481,8 @@ def validate(cfg: Config) -> None:
         raise UserError("task cyclegan translates both ways, so data.input_nc must equal data.output_nc")
     if dist.lambda_target > 0 and (d.mode != "paired" or dist.schedule == "burst"):
         raise UserError("distill.lambda_target needs paired data (data.mode=paired) and the interleaved schedule: without them the student sees no target")
-    if dist.student_gan_disc == "own" and (dist.method == "none" or dist.student_gan_weight == 0 or dist.schedule == "burst"):
-        raise UserError("distill.student_gan_disc=own trains a discriminator on the student's outputs: it needs distill.student_gan_weight > 0, a method other than none and the interleaved schedule")
+    if student_owns_disc(cfg) and dist.schedule == "burst":
+        raise UserError("distill.student_gan_disc=own trains a discriminator on the student's outputs and real B images: it needs the interleaved schedule (the burst schedule's student epochs read A images only)")
     if cfg.model.teacher_disc_weights and not pretrained_teacher(cfg):
         raise UserError("model.teacher_disc_weights is the discriminator of a pretrained teacher: set model.teacher_weights too (and a method other than none)")
     if dist.schedule == "burst" and cfg.task != "cyclegan":
