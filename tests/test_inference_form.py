@@ -62,3 +62,10 @@ def test_other_nets_are_copied_unchanged():
     assert not splittable_head(holder)
     holder.model = nn.Sequential(nn.ReflectionPad2d(3), nn.Conv2d(4, 3, 7), nn.ReLU())  # not a generator's output head
     assert not splittable_head(holder)
+    heads = {  # a conv that changes the size, a non-square or 1x1 kernel: left alone
+        (2, (7, 7)): False, ((3, 3, 2, 2), (7, 7)): False, (3, (7, 5)): False, (0, (1, 1)): False, (1, (3, 3)): True,
+    }
+    for (padding, kernel), split in heads.items():
+        holder.model = nn.Sequential(nn.ReflectionPad2d(padding), nn.Conv2d(4, 3, kernel), nn.Tanh())
+        assert splittable_head(holder) is split, (padding, kernel)
+    assert not splittable_head(nn.Conv2d(4, 3, 7))  # no .model at all

@@ -347,6 +347,7 @@ def test_student_gan_term_reads_the_students_own_discriminator_which_then_learns
     for name, value in expected_s.items():
         assert losses[name].item() == pytest.approx(value.item(), rel=1e-5), name
     assert losses["D_S"].item() == pytest.approx(expected_d.item(), rel=1e-5)
+    assert set(t.up.applied()) == {"S_pixel", "S_gan", "D_S"}  # the update is logged under its name too
     assert not changed(task_d, t.nets.disc_b)  # the teacher's discriminator is neither read for the GAN term nor trained
     # the student's update came through its own discriminator, and that discriminator's only from its own loss
     for net, copy_, loss in ((t.nets.student, s, sum(expected_s.values())), (own, d, expected_d)):
@@ -360,6 +361,25 @@ def test_student_gan_term_reads_the_students_own_discriminator_which_then_learns
         for (name, expected_p), after, keep in zip(copy_.named_parameters(), net.parameters(), clear):
             assert torch.allclose(after[keep], expected_p[keep], atol=1e-6), name
         assert changed(before, net)
+
+
+def test_unconditional_own_discriminator_reads_b_images_alone_and_needs_its_optimizer_b_and_pool():
+    cfg, nets, opts, objective = unconditional_student("distill.student_gan_weight=1", "distill.student_gan_disc=own")
+    own_opt = torch.optim.Adam(nets.student_disc.parameters(), lr=1e-3)
+    b = batch()
+    teacher_out = torch.rand(2, 1, 32, 32)
+    d = copy.deepcopy(nets.student_disc)
+    with torch.no_grad():
+        out = copy.deepcopy(nets.student)(b["A"])
+        expected = lsgan_d(d(b["B"]), d(out))  # CycleGAN: the image alone, no A beside it
+    objective = dataclasses.replace(objective, own_pool=ImagePool(0, 3))
+    losses = student_update(Updater(Accelerator(cpu=True)), nets, opts.student, objective, b["A"], b["B"], teacher_out, {}, own_opt)
+    assert losses["D_S"].item() == pytest.approx(expected.item(), rel=1e-5)
+    missing = "distill.student_gan_disc=own: the student's discriminator needs its optimizer, real B images and an image pool"
+    for opt_, real_b, pool in ((None, b["B"], ImagePool(0, 3)), (own_opt, None, ImagePool(0, 3)), (own_opt, b["B"], None)):
+        with pytest.raises(ValueError, match=missing):
+            student_update(Updater(Accelerator(cpu=True)), nets, opts.student, dataclasses.replace(objective, own_pool=pool),
+                           b["A"], real_b, teacher_out, {}, opt_)
 
 
 def test_student_update_names_the_student_generator_for_a_wrong_tap():

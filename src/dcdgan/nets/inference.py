@@ -47,7 +47,8 @@ class PhaseSplitConv(nn.Module):
 
 
 def splittable_head(net: nn.Module) -> bool:
-    """Whether ``net`` ends in reflection pad + a narrow stride-1 square conv + tanh (the ResNet generators' head)."""
+    """Whether ``net`` ends in reflection pad + a narrow stride-1 square odd conv that keeps the size + tanh (the
+    ResNet generators' head)."""
     model = getattr(net, "model", None)
     if not isinstance(model, nn.Sequential) or len(model) < 3:  # a U-Net's model is its outermost skip block
         return False
@@ -60,6 +61,8 @@ def splittable_head(net: nn.Module) -> bool:
         and conv.groups == 1
         and conv.padding == (0, 0)
         and conv.kernel_size[0] == conv.kernel_size[1] > 1
+        and pad.padding == (conv.kernel_size[0] // 2,) * 4
+        and conv.kernel_size[0] % 2 == 1  # odd, padded by half: the output keeps the input's size, as the split's does
         and conv.out_channels < WIDE
         and isinstance(last, nn.Tanh)
     )
