@@ -162,6 +162,8 @@ def test_optimizers_named_lists_the_present_ones_under_checkpoint_keys():
     assert Optimizers(disc, gen, student).named() == {"disc": disc, "gen": gen, "student": student}
     assert list(Optimizers(disc, None, student).named().items()) == [("disc", disc), ("student", student)]
     assert Optimizers(disc, gen, None).named() == {"disc": disc, "gen": gen}
+    own = adam()
+    assert Optimizers(disc, None, student, own).named() == {"disc": disc, "student": student, "student_disc": own}
 
 
 def test_detached_gives_fp32_tensors_without_graph():
@@ -375,6 +377,12 @@ def test_unconditional_own_discriminator_reads_b_images_alone_and_needs_its_opti
     objective = dataclasses.replace(objective, own_pool=ImagePool(0, 3))
     losses = student_update(Updater(Accelerator(cpu=True)), nets, opts.student, objective, b["A"], b["B"], teacher_out, {}, own_opt)
     assert losses["D_S"].item() == pytest.approx(expected.item(), rel=1e-5)
+    from dcdgan.steps import joint_step
+
+    task = TaskObjective("cyclegan", cfg.loss, ImagePool(0, 1), ImagePool(0, 2))  # the interleaved step hands over its optimizer
+    own_d = copy.deepcopy(nets.student_disc)
+    losses = joint_step(Updater(Accelerator(cpu=True)), nets, dataclasses.replace(opts, student_disc=own_opt), task, objective, b, update_task=False)
+    assert set(losses) == {"S_pixel", "S_gan", "D_S"} and changed(snapshot(own_d), nets.student_disc)
     missing = "distill.student_gan_disc=own: the student's discriminator needs its optimizer, real B images and an image pool"
     for opt_, real_b, pool in ((None, b["B"], ImagePool(0, 3)), (own_opt, None, ImagePool(0, 3)), (own_opt, b["B"], None)):
         with pytest.raises(ValueError, match=missing):
