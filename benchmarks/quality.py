@@ -62,7 +62,7 @@ def method_overrides(method: str, cfg: Config, gan_weight: float) -> list[str]:
     if method == "dcd_gan":
         return ["distill.method=dcd", f"distill.student_gan_weight={gan_weight}"]
     if method in ("omgd_own", "dcd_own"):
-        return [f"distill.method={method[:4]}", f"distill.student_gan_weight={gan_weight}", "distill.student_gan_disc=own"]
+        return [f"distill.method={method.removesuffix('_own')}", f"distill.student_gan_weight={gan_weight}", "distill.student_gan_disc=own"]
     return [f"distill.method={method}"]
 
 
