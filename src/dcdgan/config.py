@@ -406,7 +406,7 @@ def help_text() -> str:
     return "\n".join(lines)
 
 
-def student_owns_disc(cfg: "Config") -> bool:
+def student_owns_disc(cfg: Config) -> bool:
     """Whether the run trains a discriminator of the student's own: a distilled student whose GAN term reads it."""
     d = cfg.distill
     return d.student_gan_disc == "own" and d.student_gan_weight > 0 and d.method != "none"
