@@ -260,8 +260,13 @@ def test_pix2pix_update_weights_l1_and_keeps_generator_gradients_out_of_the_disc
     assert applied["G_gan"].item() == losses["G_gan"].item()
     assert applied["G_L1"].item() == pytest.approx(7 * l1(fake, b["B"]).item(), rel=1e-6)
     assert losses["G_L1"].item() == pytest.approx(l1(fake, b["B"]).item(), rel=1e-6)
+    # The generator's backward added nothing. Not bit-equal: the update reads real and fake pairs in one batch-2 pass
+    # (steps.judge_pair), whose convolutions sum in another order than the two passes above, so the gradients differ by
+    # float32 rounding, relative to the largest gradient of the network (the biases before an InstanceNorm have a
+    # gradient that is zero but for that rounding); a leaked generator gradient would be of the size of the gradients.
+    scale = max(q.grad.abs().max().item() for q in d.parameters())
     for (name, p), q in zip(t.nets.disc_b.named_parameters(), d.parameters()):
-        assert torch.allclose(p.grad, q.grad, atol=1e-7), name  # the generator's backward added nothing
+        assert torch.allclose(p.grad, q.grad, rtol=1e-4, atol=1e-5 * scale), name
 
 
 def unconditional_student(*overrides: str):

@@ -10,6 +10,8 @@ and averages gradients; validation, selection and files happen on the main proce
 
 from __future__ import annotations
 
+import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -119,17 +121,29 @@ class Run:
 def setup(cfg: Config, run_dir: Path, resume: bool, quiet: bool) -> Run:
     """Data, networks, optimizers, accelerator, validation and (on resume) the restored state."""
     bad_images = check_before_training(cfg, run_dir, quiet)  # every image of every split, before compute is spent
+    on_cpu = cfg.train.cpu or not torch.cuda.is_available()
+    compile_notice = compile_unavailable(cfg, on_cpu)
     accelerator = Accelerator(
         mixed_precision=cfg.train.mixed_precision,
         # On a machine without a GPU, torchrun's processes form a CPU (gloo) group only when Accelerate is told "cpu".
-        cpu=cfg.train.cpu or not torch.cuda.is_available(),
+        cpu=on_cpu,
+        # Accelerate compiles what it prepares (the trained networks); frozen ones and unwrapped reads stay eager.
+        dynamo_backend="inductor" if cfg.train.compile and compile_notice is None else "no",
         log_with="tensorboard",
         project_dir=str(run_dir),
     )
     if accelerator.is_main_process:
         runs.prepare_run_dir(run_dir, cfg, resume)
+    if compile_notice is not None:
+        say(accelerator, compile_notice)
+    elif cfg.train.compile:
+        torch._dynamo.config.suppress_errors = True  # a graph that fails to compile runs eagerly (torch warns) instead of ending the run
     if cfg.train.mixed_precision == "fp16" and accelerator.device.type == "cpu":
         say(accelerator, "train.mixed_precision=fp16 needs a GPU; on CPU this run trains in fp32 (bf16 works on CPU)")
+    if cfg.train.mixed_precision == "bf16" and accelerator.device.type == "cpu" and not native_cpu_bf16():
+        say(accelerator, f"train.mixed_precision=bf16: this CPU ({torch.backends.cpu.get_cpu_capability()}) has no native bf16 "
+                         "(AVX512-BF16 or AMX), so bf16 is emulated and slower than fp32 (benchmarks/RESULTS.md: 3-15x); "
+                         "train.mixed_precision=no is the fast setting here")
     if cfg.model.teacher_weights and not pretrained_teacher(cfg):
         say(accelerator, "model.teacher_weights is not used with distill.method=none: the student trains alone, from scratch")
     state_path, state = load_newest(runs.last_checkpoint(run_dir).parent, lambda line: say(accelerator, line)) if resume else (None, None)
@@ -223,6 +237,20 @@ def plan_batches(cfg: Config, accelerator: Accelerator, plan: list[Phase], step:
         for index, batch in enumerate(loaders[phase.kind], start=offset):
             yield phase, index, batch
         offset = 0
+
+
+def compile_unavailable(cfg: Config, on_cpu: bool) -> str | None:
+    """Why train.compile cannot apply here (the run then trains eagerly), or None when it can or is off."""
+    if not cfg.train.compile:
+        return None
+    if on_cpu and shutil.which(os.environ.get("CXX", "g++")) is None and shutil.which("c++") is None:
+        return "train.compile: no C++ compiler found (torch.compile's CPU backend needs one, e.g. apt-get install g++); training eagerly"
+    return None
+
+
+def native_cpu_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX tiles); elsewhere autocast to bf16 is emulated."""
+    return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
 
 
 def setup_perceptual(cfg: Config, accelerator: Accelerator) -> tuple[VGGPerceptual | None, float]:

@@ -156,6 +156,17 @@ def burst_student_step(up: Updater, nets: Networks, opts: Optimizers, student: S
 # ---------------------------------------------------------------- updates
 
 
+def judge_pair(up: Updater, disc: nn.Module, real: Tensor, fake: Tensor) -> tuple[Tensor, Tensor]:
+    """The discriminator's predictions on real and on fake images. One pass over both when its normalisation is per
+    image (InstanceNorm, or none): the same numbers as two passes, with half the kernel launches and batch-2 convs,
+    which CPUs run faster at batch 1 (benchmarks/RESULTS.md, "Photos: training speed"). A BatchNorm discriminator
+    would mix real and fake statistics, so it keeps two passes."""
+    if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in up.unwrap(disc).modules()):
+        return disc(real), disc(fake)
+    pred = disc(torch.cat([real, fake]))
+    return pred[: len(real)], pred[len(real):]
+
+
 def task_update(up: Updater, nets: Networks, opts: Optimizers, task: TaskObjective, real_a: Tensor, real_b: Tensor, fake_b: Tensor) -> Losses:
     """One update of the task networks with the task's own objective."""
     if task.task == "pix2pix":
@@ -166,7 +177,7 @@ def task_update(up: Updater, nets: Networks, opts: Optimizers, task: TaskObjecti
 def pix2pix_update(up: Updater, disc: nn.Module, opts: Optimizers, loss: LossConfig, real_a: Tensor, real_b: Tensor, fake_b: Tensor) -> Losses:
     """Discriminator on real vs fake pairs, then the generator: GAN + lambda_recon * L1 (a frozen teacher is skipped)."""
     mode = loss.gan_mode
-    loss_d = gan_loss_d(disc(torch.cat([real_a, real_b], 1)), disc(torch.cat([real_a, fake_b.detach()], 1)), mode)
+    loss_d = gan_loss_d(*judge_pair(up, disc, torch.cat([real_a, real_b], 1), torch.cat([real_a, fake_b.detach()], 1)), mode)
     up(opts.disc, {"D": loss_d})
     if opts.gen is None:
         return detached({"D": loss_d})
@@ -182,7 +193,7 @@ def cyclegan_update(up: Updater, nets: Networks, opts: Optimizers, task: TaskObj
     """Both generators (GAN + cycle + identity) with the discriminators frozen, then both discriminators on pooled fakes."""
     c, mode = task.loss, task.loss.gan_mode
     if nets.gen_ba is None:  # pretrained, frozen teacher: only the discriminator of B learns
-        loss_d_b = gan_loss_d(nets.disc_b(real_b), nets.disc_b(task.pool_b.query(fake_b)), mode)
+        loss_d_b = gan_loss_d(*judge_pair(up, nets.disc_b, real_b, task.pool_b.query(fake_b)), mode)
         up(opts.disc, {"D_B": loss_d_b})
         return detached({"D_B": loss_d_b})
     gen_ab, gen_ba = nets.task_generator, nets.gen_ba
@@ -199,8 +210,8 @@ def cyclegan_update(up: Updater, nets: Networks, opts: Optimizers, task: TaskObj
             terms["G_idt"] = c.lambda_cycle * c.lambda_identity * identity
             losses["G_idt"] = identity
         up(opts.gen, terms)
-    loss_d_b = gan_loss_d(nets.disc_b(real_b), nets.disc_b(task.pool_b.query(fake_b)), mode)
-    loss_d_a = gan_loss_d(nets.disc_a(real_a), nets.disc_a(task.pool_a.query(fake_a)), mode)
+    loss_d_b = gan_loss_d(*judge_pair(up, nets.disc_b, real_b, task.pool_b.query(fake_b)), mode)
+    loss_d_a = gan_loss_d(*judge_pair(up, nets.disc_a, real_a, task.pool_a.query(fake_a)), mode)
     up(opts.disc, {"D_A": loss_d_a, "D_B": loss_d_b})
     return detached(losses | {"D_A": loss_d_a, "D_B": loss_d_b})
 
@@ -265,6 +276,6 @@ def student_update(
     if own_disc_opt is None or real_b is None or objective.own_pool is None:
         raise ValueError("distill.student_gan_disc=own: the student's discriminator needs its optimizer, real B images and an image pool")
     real = torch.cat([real_a, real_b], 1) if objective.conditional else real_b
-    loss_d = gan_loss_d(nets.student_disc(real), nets.student_disc(objective.own_pool.query(image.detach())), objective.gan_mode)
+    loss_d = gan_loss_d(*judge_pair(up, nets.student_disc, real, objective.own_pool.query(image.detach())), objective.gan_mode)
     up(own_disc_opt, {"D_S": loss_d})
     return detached(terms | {"D_S": loss_d})
