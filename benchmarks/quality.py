@@ -23,6 +23,12 @@ from its last checkpoint (``dcdgan distill --resume``); a trained but unscored r
 
     python benchmarks/quality.py quickstart --seeds 3 --budget 300
     python benchmarks/quality.py horse2zebra_128 --seeds 1 --budget 400 data.root=data/horse2zebra-128 data.crop_size=64
+
+Every finished run's result is also copied, as a small JSON, to ``--results-dir`` (default ``benchmarks/results``,
+committed), under ``<name>/b<budget>/<method>_seed<N>.json``: ``--table-only`` rebuilds the table from those
+files alone, on any machine. Runs started but not finished are listed as unfinished (with their step), never
+scored. Each run's validation curve (``val/<metric>`` by step, from its metrics.jsonl) goes into its result, and
+the table prints it for the teacher.
 """
 
 from __future__ import annotations
@@ -184,6 +190,21 @@ class Bench:
             "eval_s": time.perf_counter() - start,
         }
 
+    def results_file(self, method: str, seed: int) -> Path:
+        """The committed copy of one run's result: <results-dir>/<name>/b<budget>/<method>_seed<N>.json."""
+        return self.args.results_dir / (self.args.name or Path(self.args.task).stem) / f"b{self.args.budget}" / f"{method}_seed{seed}.json"
+
+    def unfinished(self, units: list[tuple[str, int]]) -> list[str]:
+        """'method seed N: step S of B' for every run that has started (a checkpoint exists) but has no result."""
+        lines = []
+        for method, seed in units:
+            run = self.run_dir(method, seed)
+            if (run / "result.json").is_file() or not last_checkpoint(run).is_file():
+                continue
+            step = int(load_checkpoint(last_checkpoint(run))["step"])
+            lines.append(f"{method} seed {seed}: step {step} of {self.args.budget}")
+        return lines
+
     def result(self, method: str, seed: int) -> dict | None:
         """The finished result of one run, training and scoring it first when needed (None: another process has it)."""
         done = self.run_dir(method, seed) / "result.json"
@@ -196,11 +217,41 @@ class Bench:
         total = trained_s + (json.loads(previous.read_text())["train_s"] if previous.is_file() else 0.0)
         previous.write_text(json.dumps({"train_s": total}))
         out = {"task": self.args.task, "method": method, "seed": seed, "budget": self.args.budget, "train_s": total,
-               **self.score(method, seed)}
-        tmp = done.with_suffix(".tmp")
-        tmp.write_text(json.dumps(out, indent=2) + "\n")
-        tmp.replace(done)  # the done marker appears only complete
+               **self.score(method, seed), "val_curve": val_curve(self.run_dir(method, seed))}
+        for path in (done, self.results_file(method, seed)):
+            write_json(path, out)  # the done marker appears only complete
         return out
+
+
+def write_json(path: Path, data: dict) -> None:
+    """Write ``data`` as indented JSON through a temporary file, so the file appears only complete."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    tmp.replace(path)
+
+
+def val_curve(run: Path) -> list[dict]:
+    """[{step, metric, score}] of every validation of a run (its metrics.jsonl), the teacher's among them when scored."""
+    log = run / "metrics.jsonl"
+    if not log.is_file():
+        return []
+    curve = []
+    for line in log.read_text().splitlines():
+        row = json.loads(line)
+        curve += [{"step": row["step"], "metric": k.removeprefix("val/"), "score": v} for k, v in row.items() if k.startswith("val/")]
+    return curve
+
+
+def curve_table(results: list[dict]) -> str:
+    """Markdown: the validation curve of every teacher run (what 'trained long enough' rests on)."""
+    lines = []
+    for r in sorted((r for r in results if r["method"] == "teacher" and r.get("val_curve")), key=lambda r: r["seed"]):
+        points = [p for p in r["val_curve"] if not p["metric"].startswith("teacher_")]
+        lines += [f"teacher seed {r['seed']}, validation {points[0]['metric'] if points else '-'} by step:", "",
+                  "| step | " + " | ".join(str(p["step"]) for p in points) + " |", "|---|" + "---|" * len(points),
+                  "| score | " + " | ".join(f"{p['score']:.4g}" for p in points) + " |", ""]
+    return "\n".join(lines)
 
 
 def claim(run: Path) -> bool:
@@ -284,6 +335,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
                         help="train and score on this device (cuda: every run on the visible GPU; --jobs runs share it)")
+    parser.add_argument("--results-dir", type=Path, default=Path(__file__).parent / "results",
+                        help="where each finished run's result JSON is copied (committed; default benchmarks/results)")
+    parser.add_argument("--table-only", action="store_true", help="print the table from --results-dir alone: train and score nothing")
     parser.add_argument("overrides", nargs="*", help="key=value applied to every run (e.g. data.root=..., data.crop_size=64)")
     args = parser.parse_intermixed_args()  # options may come after the overrides, as in the examples above
     torch.set_num_threads(args.threads)
@@ -293,9 +347,12 @@ def main() -> None:
     unknown = set(methods) - set(METHODS)
     if unknown:
         parser.error(f"unknown methods {', '.join(sorted(unknown))}; choose from {', '.join(METHODS)}")
+    units = [(m, s) for s in range(args.seeds) for m in methods]
+    if args.table_only:
+        print_table_only(args, units)
+        return
     bench = Bench(args)
     apply_overrides(bench.cfg, bench.overrides("dcd", 0))  # fail on a bad override before anything trains
-    units = [(m, s) for s in range(args.seeds) for m in methods]
     started = time.time()
     results: list[dict] = []
     errors: list[str] = []
@@ -325,9 +382,34 @@ def main() -> None:
     print(table(results, cfg.task == "cyclegan"))
     print()
     print(per_run(results))
+    print(curve_table(results))
+    unfinished = bench.unfinished(units)
+    if unfinished:
+        print("\nunfinished (not results; rerun the same command to continue them):\n" + "\n".join(unfinished))
     if errors:
         print(f"\n{len(errors)} run(s) failed:\n" + "\n".join(errors))
         sys.exit(1)
+
+
+def print_table_only(args: argparse.Namespace, units: list[tuple[str, int]]) -> None:
+    """The table rebuilt from the committed result files; the units without one are named as missing."""
+    folder = args.results_dir / (args.name or Path(args.task).stem) / f"b{args.budget}"
+    results, missing = [], []
+    for method, seed in units:
+        path = folder / f"{method}_seed{seed}.json"
+        if path.is_file():
+            results.append(json.loads(path.read_text()))
+        else:
+            missing.append(f"{method} seed {seed}")
+    if not results:
+        sys.exit(f"{folder}: no result files for these methods and seeds")
+    print(f"\n{args.task} (from {folder}): budget {args.budget} steps, seeds 0..{args.seeds - 1}\n")
+    print(table(results, any(r.get("fid_train_test") is not None for r in results)))
+    print()
+    print(per_run(results))
+    print(curve_table(results))
+    if missing:
+        print("\nno result (unfinished or not run): " + ", ".join(missing))
 
 
 if __name__ == "__main__":
