@@ -315,7 +315,8 @@ def test_recipe_runs_two_steps_through_the_cli(recipe, release, paired_photos, t
     from dcdgan.weights import load_generator
 
     data = data_for(recipe, release, paired_photos)
-    run = distill(tmp_path / "run", recipe, *data)
+    with pytest.warns(UserWarning, match="RANDOM weights"):  # the recipe's VGG terms run, on an untrained VGG16
+        run = distill(tmp_path / "run", recipe, *data, "perceptual.weights=random")
     for rel in ["config.yaml", "checkpoints/last.ckpt", "student.safetensors", "teacher.safetensors", "metrics.jsonl"]:
         assert (run / rel).is_file(), rel
     resolved = flat(yaml.safe_load((run / "config.yaml").read_text()))
@@ -324,14 +325,15 @@ def test_recipe_runs_two_steps_through_the_cli(recipe, release, paired_photos, t
                 "distill.method": "dcd", "distill.schedule": "interleaved", "distill.n_dis": 1, "train.batch_size": 1, **keeps}
     assert {key: resolved[key] for key in expected} == expected
     # every value of the recipe file survives, except the keys this test overrides
-    overridden = {arg.split("=")[0] for arg in FAST + data}
+    overridden = {arg.split("=")[0] for arg in FAST + data}  # perceptual.weights: auto in the recipe, random here
     recipe_values = flat(yaml.safe_load((RECIPE_DIR / f"{recipe}.yaml").read_text()))
     assert {k: resolved[k] for k in recipe_values if k not in overridden} == {k: v for k, v in recipe_values.items() if k not in overridden}
     assert resolved["data.root"] == str(data[0].split("=", 1)[1]) and resolved["model.student_ngf"] == 4
     state = load_checkpoint(run / "checkpoints" / "last.ckpt")
     assert state["step"] == 2 and set(state["networks"]) == networks
     train = [r for r in records(run) if "phase" in r]
-    assert [r["step"] for r in train] == [2] and "S_dcd" in train[0]  # the recipe's log_every (100) leaves the last step
+    assert [r["step"] for r in train] == [2]  # the recipe's log_every (100) leaves the last step
+    assert {"S_dcd", "S_style", "S_feat"} <= set(train[0])  # the recipe's student objective
     assert any("val/l1" in r for r in records(run))  # validation read the recipe's validation split
     student, description = load_generator(run / "student.safetensors")
     spec = {"netG": "mobile_resnet_9blocks", "ngf": 4, "input_nc": 3, "output_nc": 3, "dropout": 0.0, "norm": "instance"}
