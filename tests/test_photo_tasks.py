@@ -253,8 +253,9 @@ def test_build_as_a_command(release, tmp_path):
 
 # ---------------------------------------------------------------- the recipes, 2 steps through the CLI
 
-# Narrow networks, no VGG, no final evaluation, validation by L1: seconds per run. Nothing here touches the keys the
-# tests below check the recipes keep (task, data layout and sizes, schedule, losses).
+# Narrow networks, no VGG (the recipe test turns on a random one), no final evaluation, validation by L1: seconds
+# per run. Nothing here touches the keys the tests below check the recipes keep (task, data layout and sizes,
+# schedule, losses).
 FAST = ["model.teacher_ngf=8", "model.student_ngf=4", "model.ndf=8", "perceptual.weights=none", "eval.final=false",
         "eval.metric=l1", "train.max_steps=2"]
 RECIPE_DIR = REPO / "src" / "dcdgan" / "configs"
