@@ -51,10 +51,11 @@ import torch
 from dcdgan.checkpoint import load_checkpoint
 from dcdgan.config import Config, apply_overrides, load_config
 from dcdgan.data import DataRoot
-from dcdgan.evaluate import batches, generator_from_checkpoint, image_features, score_generator, size_of
+from dcdgan.evaluate import batches, image_features, score_generator, size_of
 from dcdgan.metrics.fid import ReferenceStats, load_stats, save_stats
 from dcdgan.metrics.inception import load_inception
-from dcdgan.runs import best_checkpoint, last_checkpoint
+from dcdgan.runs import last_checkpoint
+from dcdgan.weights import load_generator
 
 METHODS = ("teacher", "none", "omgd", "dcd", "dcd_gan", "omgd_own", "dcd_own")
 DEFAULT_METHODS = METHODS[:5]
@@ -116,14 +117,23 @@ class Bench:
         self._refs: dict[str, ReferenceStats] = {}
         self._lock = threading.Lock()  # --jobs threads score at once: load Inception and each reference once
 
+    def budget(self, method: str) -> int:
+        """Steps of one method's runs: --teacher-budget for the teacher when given, else --budget."""
+        return self.args.teacher_budget if method == "teacher" and self.args.teacher_budget else self.args.budget
+
     def run_dir(self, method: str, seed: int) -> Path:
         """Where one (method, seed) run lives: <runs-dir>/<task>/b<budget>/<method>/seed<N>."""
-        return self.root / f"b{self.args.budget}" / method / f"seed{seed}"
+        return self.root / f"b{self.budget(method)}" / method / f"seed{seed}"
+
+    def frozen_teacher(self) -> Path:
+        """--frozen-teacher: the teacher run's delivered generator (seed 0, chosen on validation), which every student distils from."""
+        return self.run_dir("teacher", 0) / "student.safetensors"
 
     def overrides(self, method: str, seed: int) -> list[str]:
         """Everything the run's command line sets on top of the recipe."""
         a = self.args
-        return [*a.overrides, *budget_overrides(self.cfg, a.budget, a.val_points, a.val_metric),
+        frozen = [f"model.teacher_weights={self.frozen_teacher()}"] if a.frozen_teacher and method not in ("teacher", "none") else []
+        return [*a.overrides, *budget_overrides(self.cfg, self.budget(method), a.val_points, a.val_metric), *frozen,
                 *method_overrides(method, self.cfg, a.gan_weight), f"train.seed={seed}", f"train.cpu={str(a.device == 'cpu').lower()}"]
 
     def train(self, method: str, seed: int) -> float:
@@ -167,9 +177,8 @@ class Bench:
     def score(self, method: str, seed: int) -> dict:
         """Test scores of the generator chosen on validation (best.ckpt, else the last one)."""
         run = self.run_dir(method, seed)
-        best = best_checkpoint(run)
-        state = load_checkpoint(best if best.is_file() else last_checkpoint(run))
-        gen = generator_from_checkpoint(state, "student").to(self.args.device)
+        gen, described = load_generator(run / "student.safetensors")  # the deliverable: best on validation, or the last
+        gen = gen.to(self.args.device).eval()
         c = self.cfg.data
         test = self.data.eval_dataset(c.test_split) if c.mode == "paired" else self.data.eval_inputs(c.test_split)
         start = time.perf_counter()
@@ -179,12 +188,12 @@ class Bench:
         if self.cfg.task == "cyclegan":
             train_test = score_generator(gen, test, device, self.cfg.eval.batch_size, n, self.inception, self.ref("train+test"), quiet_bar=True)
             scores["fid_train_test"] = train_test["fid"]
-        selection = state.get("selection", {})
+        selection = described.get("selection") or {}
         return {
-            "selected": "best on validation" if best.is_file() else "last (no validation metric)",
-            "selected_step": state["step"],
+            "selected": described["chosen"],
+            "selected_step": described["step"],
             "val_metric": selection.get("metric"),
-            "val_score": selection.get("best_score"),
+            "val_score": selection.get("score"),
             **scores,
             **size_of(gen, c.input_nc, c.crop_size),
             "eval_s": time.perf_counter() - start,
@@ -192,7 +201,7 @@ class Bench:
 
     def results_file(self, method: str, seed: int) -> Path:
         """The committed copy of one run's result: <results-dir>/<name>/b<budget>/<method>_seed<N>.json."""
-        return self.args.results_dir / (self.args.name or Path(self.args.task).stem) / f"b{self.args.budget}" / f"{method}_seed{seed}.json"
+        return self.args.results_dir / (self.args.name or Path(self.args.task).stem) / f"b{self.budget(method)}" / f"{method}_seed{seed}.json"
 
     def unfinished(self, units: list[tuple[str, int]]) -> list[str]:
         """'method seed N: step S of B' for every run that has started (a checkpoint exists) but has no result."""
@@ -202,22 +211,29 @@ class Bench:
             if (run / "result.json").is_file() or not last_checkpoint(run).is_file():
                 continue
             step = int(load_checkpoint(last_checkpoint(run))["step"])
-            lines.append(f"{method} seed {seed}: step {step} of {self.args.budget}")
+            lines.append(f"{method} seed {seed}: step {step} of {self.budget(method)}")
         return lines
 
     def result(self, method: str, seed: int) -> dict | None:
         """The finished result of one run, training and scoring it first when needed (None: another process has it)."""
         done = self.run_dir(method, seed) / "result.json"
         if done.is_file():
-            return json.loads(done.read_text())
+            out = json.loads(done.read_text())
+            if not self.results_file(method, seed).is_file():  # a result from before the committed copies existed
+                write_json(self.results_file(method, seed), {**out, "val_curve": out.get("val_curve") or val_curve(self.run_dir(method, seed))})
+            return out
         if not claim(self.run_dir(method, seed)):
             return None
         trained_s = self.train(method, seed)
         previous = self.run_dir(method, seed) / "train_wall.json"
         total = trained_s + (json.loads(previous.read_text())["train_s"] if previous.is_file() else 0.0)
         previous.write_text(json.dumps({"train_s": total}))
-        out = {"task": self.args.task, "method": method, "seed": seed, "budget": self.args.budget, "train_s": total,
-               **self.score(method, seed), "val_curve": val_curve(self.run_dir(method, seed))}
+        trained = {"task": self.args.task, "method": method, "seed": seed, "budget": self.budget(method), "train_s": total,
+                   "val_curve": val_curve(self.run_dir(method, seed))}
+        if self.args.train_only:  # scored later, where the Inception file is (a lent GPU may not carry it)
+            write_json(self.results_file(method, seed).with_suffix(".trained.json"), trained)
+            return trained
+        out = {**trained, **self.score(method, seed)}
         for path in (done, self.results_file(method, seed)):
             write_json(path, out)  # the done marker appears only complete
         return out
@@ -338,6 +354,10 @@ def main() -> None:
     parser.add_argument("--results-dir", type=Path, default=Path(__file__).parent / "results",
                         help="where each finished run's result JSON is copied (committed; default benchmarks/results)")
     parser.add_argument("--table-only", action="store_true", help="print the table from --results-dir alone: train and score nothing")
+    parser.add_argument("--teacher-budget", type=int, default=0, help="steps of the teacher runs (default: --budget)")
+    parser.add_argument("--frozen-teacher", action="store_true",
+                        help="train the teacher (seed 0) first, alone, then distil every student from it, frozen (model.teacher_weights)")
+    parser.add_argument("--train-only", action="store_true", help="train, write <method>_seed<N>.trained.json, score nothing (rerun without it to score)")
     parser.add_argument("overrides", nargs="*", help="key=value applied to every run (e.g. data.root=..., data.crop_size=64)")
     args = parser.parse_intermixed_args()  # options may come after the overrides, as in the examples above
     torch.set_num_threads(args.threads)
@@ -370,11 +390,23 @@ def main() -> None:
             print(f"{unit[0]} seed {unit[1]}: another benchmark process is running it; not in this table", flush=True)
             return
         results.append(r)
+        if args.train_only:
+            print(f"{r['method']} seed {r['seed']}: trained {r['train_s']:.0f}s, not scored (--train-only)  [{time.time() - started:.0f}s]", flush=True)
+            return
         print(f"{r['method']} seed {r['seed']}: FID {r.get('fid', float('nan')):.2f}  trained {r['train_s']:.0f}s "
               f"(step {r['selected_step']} chosen on validation)  [{time.time() - started:.0f}s]", flush=True)
 
+    if args.frozen_teacher:  # the teacher exists before any student reads it
+        if "teacher" in methods:
+            work(("teacher", 0))
+        units = [u for u in units if u[0] != "teacher"]
+        if not bench.frozen_teacher().is_file():
+            sys.exit(f"--frozen-teacher: {bench.frozen_teacher()} does not exist yet; add teacher to --methods to train it first")
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         list(pool.map(work, units))
+    if args.train_only:
+        print(f"\n{len(results)} run(s) trained, none scored (--train-only); rerun without it to score them")
+        sys.exit(1 if errors else 0)
     cfg = bench.cfg
     print(f"\n{args.task}: {cfg.task}, {cfg.data.crop_size}px, budget {args.budget} steps, seeds 0..{args.seeds - 1}, "
           f"test split {cfg.data.test_split}; machine: {machine(args.device)}, torch {torch.__version__}, {args.threads} thread(s) per run, "
