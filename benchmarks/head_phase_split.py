@@ -17,7 +17,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-from dcdgan.backends import Runner, onnxruntime_session, openvino_compile, require  # noqa: E402
+from dcdgan.backends import Runner, onnxruntime_session, openvino_compile  # noqa: E402
+from dcdgan.conversion import require  # noqa: E402
 from dcdgan.metrics.latency import BenchSettings, parse_architecture, time_runners  # noqa: E402
 from dcdgan.nets import build_generator  # noqa: E402
 from dcdgan.nets.inference import inference_form  # noqa: E402

@@ -11,7 +11,7 @@ import numpy as np, torch, torch.nn as nn
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1] / "src"))
 from dcdgan.nets import build_generator
 from dcdgan.metrics.latency import parse_architecture
-from dcdgan.export import onnx_model_bytes, openvino_model
+from dcdgan.conversion import onnx_model_bytes, openvino_model
 from dcdgan.backends import openvino_compile
 torch.manual_seed(0)
 spec = parse_architecture("mobile_resnet_9blocks:16")

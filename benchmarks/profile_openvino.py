@@ -14,8 +14,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from dcdgan.backends import require  # noqa: E402
-from dcdgan.export import onnx_model_bytes, openvino_model  # noqa: E402
+from dcdgan.conversion import onnx_model_bytes, openvino_model, require  # noqa: E402
 from dcdgan.metrics.latency import parse_architecture  # noqa: E402
 from dcdgan.nets import build_generator  # noqa: E402
 
