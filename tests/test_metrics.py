@@ -150,6 +150,12 @@ def test_pytorch_fid_state_dict_file_loads_without_download(tmp_path):
     net = load_inception_file(tmp_path / "pt_inception.pth")
     assert net.pytorch_fid_layout and net(torch.zeros(1, 3, 32, 32, dtype=torch.uint8)).shape == (1, 2048)
     assert torch.equal(net.net.blocks[0][0].conv.weight, state["Conv2d_1a_3x3.conv.weight"])
+    # the same features as pytorch-fid's own InceptionV3 given the same weights (its loader handed them in the test)
+    with mock.patch.object(pfid, "load_state_dict_from_url", lambda *a, **k: state):
+        theirs = inception_module.FIDInception(pfid.InceptionV3([3], resize_input=False, normalize_input=False), "theirs", pytorch_fid_layout=True)
+    images = torch.randint(0, 256, (2, 3, 40, 56), dtype=torch.uint8)
+    ours, expected = net(images), theirs(images)
+    assert expected.abs().max() > 0 and torch.allclose(ours, expected, rtol=1e-5, atol=1e-6 * expected.abs().max())
     torch.save({"Conv2d_1a_3x3.conv.weight": torch.zeros(1)}, tmp_path / "other.pth")
     with pytest.raises(UserError, match="other.pth: not pytorch-fid Inception weights"):
         load_inception_file(tmp_path / "other.pth")
