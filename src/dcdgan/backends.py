@@ -17,32 +17,19 @@ import numpy as np
 import torch
 from torch import nn
 
+from dcdgan.assembly import generator_from_checkpoint, student_spec, teacher_spec
+from dcdgan.checkpoint import load_checkpoint
+from dcdgan.config import config_from_dict
+from dcdgan.conversion import TorchSource, onnx_model_bytes, quantize_int8, require, run_dir_of, size_multiple_of
 from dcdgan.errors import UserError
 from dcdgan.nets.generators import GeneratorSpec, build_generator
+from dcdgan.weights import load_generator
 from dcdgan.nets.inference import inference_form
 
 BACKENDS = ("torch", "compile", "onnxruntime", "openvino")
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
-DEPLOY_EXTRA = 'pip install "dcdgan[deploy]"'
 CHECKPOINT_SUFFIXES = (".ckpt", ".pt", ".pth")
 OV_PRECISION_HINTS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}  # int8 models carry their own quantized ops
-
-
-def size_multiple_of(spec: GeneratorSpec | None) -> int:
-    """What H and W must be multiples of: 2**(stride-2 levels); unknown nets get 4 (the ResNet generators)."""
-    if spec is None:
-        return 4
-    return {"unet_256": 256, "unet_128": 128}.get(spec.netG, 4)
-
-
-def require(module: str):
-    """Import an optional backend package, or raise a one-line UserError naming the extra to install."""
-    import importlib
-
-    try:
-        return importlib.import_module(module)
-    except ImportError:
-        raise UserError(f"{module} is not installed; {DEPLOY_EXTRA}") from None
 
 
 @dataclass
@@ -92,31 +79,8 @@ class RunnerModule(nn.Module):
 # ---------------------------------------------------------------- sources: what a MODEL argument names
 
 
-@dataclass
-class TorchSource:
-    """A generator rebuilt in PyTorch from a run directory, checkpoint or .safetensors file."""
-
-    net: nn.Module
-    spec: GeneratorSpec
-    path: Path  # the weights file
-    run_dir: Path | None  # the run it belongs to (its config and data), when known
-
-
-def run_dir_of(path: Path) -> Path | None:
-    """The run directory a weights file or checkpoint sits in (the folder holding config.yaml), if any."""
-    for folder in (path, path.parent, path.parent.parent):
-        if folder.is_dir() and (folder / "config.yaml").is_file():
-            return folder
-    return None
-
-
 def load_torch_source(model: str | Path, which: str = "student") -> TorchSource:
     """A run directory (student/teacher.safetensors, else its last checkpoint), a checkpoint, or a generator .safetensors."""
-    from dcdgan.checkpoint import load_checkpoint
-    from dcdgan.config import config_from_dict
-    from dcdgan.assembly import student_spec, teacher_spec
-    from dcdgan.weights import load_generator
-
     if which not in ("student", "teacher"):
         raise UserError(f"which must be student or teacher, not {which!r}")
     path = Path(model)
@@ -135,8 +99,6 @@ def load_torch_source(model: str | Path, which: str = "student") -> TorchSource:
         net, description = load_generator(path)
         return TorchSource(net, GeneratorSpec(**description["spec"]), path, run_dir_of(path))
     if path.suffix in CHECKPOINT_SUFFIXES:
-        from dcdgan.evaluate import generator_from_checkpoint
-
         state = load_checkpoint(path)
         if which == "teacher" and "student" not in state["networks"]:
             raise UserError(f"{path}: this run has no teacher (distill.method=none)")
@@ -312,16 +274,12 @@ def runner_from_module(
     if backend in ("torch", "compile"):
         forward = _torch_forward(net, backend, precision, device, threads)
     else:
-        from dcdgan.export import onnx_model_bytes
-
         onnx_bytes = onnx_model_bytes(net, spec)
         if backend == "onnxruntime":
             forward = _onnxruntime_forward(onnx_bytes, threads)
         else:
             ov_model = _ov_from_onnx_bytes(onnx_bytes)
             if precision == "int8":
-                from dcdgan.export import quantize_int8
-
                 if calibration is None:
                     raise UserError(f"{source}: int8 calibrates on a run's training images; pass a run directory")
                 ov_model = quantize_int8(ov_model, calibration, quiet=True)

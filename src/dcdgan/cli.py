@@ -77,7 +77,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         data_overrides.update(parsed["data"])
     run, exported = args.run, args.model
     if Path(run).suffix in EXPORTED_SUFFIXES:  # ``dcdgan eval student.onnx``: the run is the folder it sits in
-        from dcdgan.backends import run_dir_of
+        from dcdgan.conversion import run_dir_of
 
         exported, run = run, run_dir_of(Path(run).resolve())
         if run is None:

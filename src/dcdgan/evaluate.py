@@ -14,8 +14,8 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
-from dcdgan.assembly import student_spec, teacher_spec
-from dcdgan.checkpoint import atomic_write, load_checkpoint, load_network_state
+from dcdgan.assembly import generator_from_checkpoint
+from dcdgan.checkpoint import atomic_write, load_checkpoint
 from dcdgan.config import EvalConfig, config_from_dict
 from dcdgan.data import DataRoot, folder_dataset
 from dcdgan.errors import UserError
@@ -27,7 +27,6 @@ from dcdgan.metrics.paired import psnr_ssim, to_uint8
 from dcdgan.metrics.profile import count_macs, count_params
 from dcdgan.metrics.segmentation import SegmentationScore, read_label_map
 from dcdgan.modes import eval_mode
-from dcdgan.nets import build_generator
 from dcdgan.runs import best_checkpoint, last_checkpoint
 from dcdgan.scan import read_skip_list
 
@@ -191,17 +190,6 @@ def reference_stats(
     stats = cached_reference_stats(loader, inception, compute)
     save_stats(Path(run_dir) / f"fid_ref_{split}.npz", stats)
     return stats
-
-
-def generator_from_checkpoint(state: dict, role: str) -> nn.Module:
-    """The teacher (gen_ab) or student generator stored in a checkpoint, in eval mode."""
-    cfg = config_from_dict(state["config"])
-    if role == "teacher":
-        net, key = build_generator(teacher_spec(cfg)), "gen_ab"
-    else:
-        net, key = build_generator(student_spec(cfg)), "student" if "student" in state["networks"] else "gen_ab"
-    load_network_state(net, state["networks"][key], "checkpoint", key)
-    return net.eval()
 
 
 def evaluate_run(

@@ -13,7 +13,6 @@ import os
 import warnings
 import zipfile
 from pathlib import Path
-from unittest import mock
 
 import torch
 import torch.nn.functional as F
@@ -86,12 +85,49 @@ def _pytorch_fid_net(state_dict: dict | None) -> nn.Module:
         from pytorch_fid import inception as pfid
     except ImportError:
         raise UserError(f"reading pytorch-fid weights needs the pytorch-fid package; {HOW_TO_GET}") from None
-    kwargs = {"resize_input": False, "normalize_input": False}  # fid_preprocess does both, for every backend
     if state_dict is None:
-        return pfid.InceptionV3([3], **kwargs)
-    # pytorch-fid builds its network and fetches weights in one function; hand it our file instead of the URL.
-    with mock.patch.object(pfid, "load_state_dict_from_url", lambda *args, **kw: state_dict):
-        return pfid.InceptionV3([3], **kwargs)
+        return pfid.InceptionV3([3], resize_input=False, normalize_input=False)  # fid_preprocess does both, for every backend
+    return PytorchFidPool3(_fid_inception_v3(pfid, state_dict))
+
+
+def _fid_inception_v3(pfid, state_dict: dict) -> nn.Module:
+    """The network of pytorch-fid's ``fid_inception_v3()``, from its public block classes, with ``state_dict`` loaded
+    (strictly): that function fetches the weights itself, from its URL, so a local file cannot be handed to it."""
+    import torchvision
+
+    net = torchvision.models.inception_v3(weights=None, num_classes=1008, aux_logits=False, init_weights=False)
+    net.Mixed_5b = pfid.FIDInceptionA(192, pool_features=32)
+    net.Mixed_5c = pfid.FIDInceptionA(256, pool_features=64)
+    net.Mixed_5d = pfid.FIDInceptionA(288, pool_features=64)
+    net.Mixed_6b = pfid.FIDInceptionC(768, channels_7x7=128)
+    net.Mixed_6c = pfid.FIDInceptionC(768, channels_7x7=160)
+    net.Mixed_6d = pfid.FIDInceptionC(768, channels_7x7=160)
+    net.Mixed_6e = pfid.FIDInceptionC(768, channels_7x7=192)
+    net.Mixed_7b = pfid.FIDInceptionE_1(1280)
+    net.Mixed_7c = pfid.FIDInceptionE_2(2048)
+    net.load_state_dict(state_dict)
+    return net
+
+
+class PytorchFidPool3(nn.Module):
+    """pytorch-fid's ``InceptionV3([3], resize_input=False, normalize_input=False)`` on a given FID Inception: the same
+    four blocks up to pool3, and the same output, a one-element list of (B, 2048, 1, 1) features."""
+
+    def __init__(self, inception: nn.Module):
+        super().__init__()
+        i = inception
+        self.blocks = nn.ModuleList([
+            nn.Sequential(i.Conv2d_1a_3x3, i.Conv2d_2a_3x3, i.Conv2d_2b_3x3, nn.MaxPool2d(kernel_size=3, stride=2)),
+            nn.Sequential(i.Conv2d_3b_1x1, i.Conv2d_4a_3x3, nn.MaxPool2d(kernel_size=3, stride=2)),
+            nn.Sequential(i.Mixed_5b, i.Mixed_5c, i.Mixed_5d, i.Mixed_6a, i.Mixed_6b, i.Mixed_6c, i.Mixed_6d, i.Mixed_6e),
+            nn.Sequential(i.Mixed_7a, i.Mixed_7b, i.Mixed_7c, nn.AdaptiveAvgPool2d(output_size=(1, 1))),
+        ])
+        self.requires_grad_(False)
+
+    def forward(self, x: Tensor) -> list[Tensor]:
+        for block in self.blocks:
+            x = block(x)
+        return [x]
 
 
 def load_inception_file(path: str | os.PathLike, expected_sha256: str | None = None) -> FIDInception:

@@ -8,7 +8,7 @@ the target when paired, L1 to the teacher), plus a checkerboard index: the share
 outputs near the Nyquist frequency, divided by the same share for real target images (1 = like real images).
 Every ``--probe-every`` steps the gradient norm of each loss term w.r.t. the student's weights is logged.
 
-    python benchmarks/investigate.py quickstart --steps 300 --variants none,omgd,dcd,dcd_l10
+    python benchmarks/experiments/investigate.py quickstart --steps 300 --variants none,omgd,dcd,dcd_l10
 """
 
 from __future__ import annotations

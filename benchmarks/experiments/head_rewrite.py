@@ -2,16 +2,16 @@
 zero weights and sliced back to 3 (identical outputs), timed alternately against the original.
 
 Recorded in benchmarks/RESULTS.md before the phase-split head (dcdgan.nets.inference): the exporter now applies that
-inference form, so re-running this script compares against the phase-split base (see head_phase_split.py).
+inference form, so re-running this script compares against the phase-split base (see experiments/head_phase_split.py).
 
-    python benchmarks/head_rewrite.py 30      # runs per variant; 1x3x256x256, 2 threads, fp32
+    python benchmarks/experiments/head_rewrite.py 30      # runs per variant; 1x3x256x256, 2 threads, fp32
 """
 import time, statistics, sys, copy
 import numpy as np, torch, torch.nn as nn
-sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1] / "src"))
+sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[2] / "src"))
 from dcdgan.nets import build_generator
 from dcdgan.metrics.latency import parse_architecture
-from dcdgan.export import onnx_model_bytes, openvino_model
+from dcdgan.conversion import onnx_model_bytes, openvino_model
 from dcdgan.backends import openvino_compile
 torch.manual_seed(0)
 spec = parse_architecture("mobile_resnet_9blocks:16")

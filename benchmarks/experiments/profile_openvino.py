@@ -1,6 +1,6 @@
 """Where the student's time goes in OpenVINO: per-op-type totals from the CPU plugin's performance counters.
 
-    python benchmarks/profile_openvino.py --size 256 --threads 2 --runs 20
+    python benchmarks/experiments/profile_openvino.py --size 256 --threads 2 --runs 20
 """
 
 from __future__ import annotations
@@ -12,10 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
 
-from dcdgan.backends import require  # noqa: E402
-from dcdgan.export import onnx_model_bytes, openvino_model  # noqa: E402
+from dcdgan.conversion import onnx_model_bytes, openvino_model, require  # noqa: E402
 from dcdgan.metrics.latency import parse_architecture  # noqa: E402
 from dcdgan.nets import build_generator  # noqa: E402
 

@@ -5,9 +5,9 @@ It does 1.3x the multiply-adds of the original conv but reads 4x the channels pe
 16), which fills vector registers. Outputs are the same up to fp32 summation order.
 
 Recorded in benchmarks/RESULTS.md before the phase-split head (dcdgan.nets.inference): the exporter now applies that
-inference form, so re-running this script compares against the phase-split base (see head_phase_split.py).
+inference form, so re-running this script compares against the phase-split base (see experiments/head_phase_split.py).
 
-    python benchmarks/s2d_rewrite.py 30      # runs per variant; 1x3x256x256, 2 threads, fp32
+    python benchmarks/experiments/s2d_rewrite.py 30      # runs per variant; 1x3x256x256, 2 threads, fp32
 """
 import copy
 import sys
@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
 from dcdgan.backends import runner_from_module  # noqa: E402
 from dcdgan.metrics.latency import BenchSettings, parse_architecture, time_runners  # noqa: E402
 from dcdgan.nets import build_generator  # noqa: E402

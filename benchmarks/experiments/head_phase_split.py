@@ -2,7 +2,7 @@
 same weights with the phase-split head, on PyTorch eager, ONNX Runtime and OpenVINO (fp32 pinned), the two timed
 alternately in one process. Prints the outputs' max difference and the median ratio.
 
-    python benchmarks/head_phase_split.py --runs 30 --threads 2      # 1x3x256x256, random weights
+    python benchmarks/experiments/head_phase_split.py --runs 30 --threads 2      # 1x3x256x256, random weights
 """
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-from dcdgan.backends import Runner, onnxruntime_session, openvino_compile, require  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
+from dcdgan.backends import Runner, onnxruntime_session, openvino_compile  # noqa: E402
+from dcdgan.conversion import require  # noqa: E402
 from dcdgan.metrics.latency import BenchSettings, parse_architecture, time_runners  # noqa: E402
 from dcdgan.nets import build_generator  # noqa: E402
 from dcdgan.nets.inference import inference_form  # noqa: E402
