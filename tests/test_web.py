@@ -284,6 +284,7 @@ def test_page_on_webgpu_swiftshader_matches_pytorch(tiny_run, with_runtime, tmp_
             browser.close()
     assert state["backend"] == "webgpu" and state["runtime"].startswith(f"onnxruntime-web {ORT_WEB_VERSION}, WebGPU")
     state |= check_against_pytorch(state, tiny_run / "student.safetensors", image, tmp_path / "translated.png", 1)
-    line = f"web page on WebGPU (SwiftShader, CPU emulation): {state['ms']['median']:.0f} ms per 28x32 image, max abs diff {state['max_abs_diff']:.1e}"
+    h, w = state["output_dims"][2:]
+    line = f"web page on WebGPU (SwiftShader, CPU emulation): {state['ms']['median']:.0f} ms per {w}x{h} input, max abs diff {state['max_abs_diff']:.1e}"
     print(line)
     record_property("webgpu_ms_per_image", line)
