@@ -117,7 +117,7 @@ def test_folder_holds_the_page_the_checked_model_and_only_the_runtime_files_it_l
 
 def test_without_npm_one_line_says_what_to_install(tiny_run, tmp_path, monkeypatch, capsys):
     monkeypatch.delenv(RUNTIME_ENV, raising=False)
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # nothing fetched before
+    monkeypatch.setenv("DCDGAN_CACHE_DIR", str(tmp_path / "cache"))  # nothing fetched before
     monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))
     assert main(["export", str(tiny_run), "--format", "web", "--out", str(tmp_path / "site")]) == 2
     captured = capsys.readouterr()

@@ -38,9 +38,11 @@ RUNTIME_FOLDER = "ort"
 
 
 def runtime_cache() -> Path:
-    """Where the fetched runtime files are kept: $XDG_CACHE_HOME/dcdgan (else ~/.cache/dcdgan)/onnxruntime-web-VERSION."""
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / "dcdgan" / f"onnxruntime-web-{ORT_WEB_VERSION}"
+    """Where the fetched runtime files are kept: onnxruntime-web-VERSION in dcdgan's cache folder ($DCDGAN_CACHE_DIR,
+    else $XDG_CACHE_HOME/dcdgan, else ~/.cache/dcdgan)."""
+    from dcdgan.scan import cache_dir
+
+    return cache_dir() / f"onnxruntime-web-{ORT_WEB_VERSION}"
 
 
 def missing_files(folder: Path) -> list[str]:
@@ -48,7 +50,7 @@ def missing_files(folder: Path) -> list[str]:
     return [name for name in RUNTIME_FILES if not (folder / name).is_file()]
 
 
-def find_runtime(fetch: bool = True, quiet: bool = False) -> Path:
+def find_runtime(quiet: bool = False) -> Path:
     """The folder holding RUNTIME_FILES: $DCDGAN_WEB_RUNTIME, else the cache, fetched from npm when empty."""
     given = os.environ.get(RUNTIME_ENV)
     if given:
@@ -59,8 +61,6 @@ def find_runtime(fetch: bool = True, quiet: bool = False) -> Path:
     cache = runtime_cache()
     if not missing_files(cache):
         return cache
-    if not fetch:
-        raise UserError(f"{cache}: onnxruntime-web {ORT_WEB_VERSION} is not fetched yet")
     fetch_runtime(cache, quiet=quiet)
     return cache
 
