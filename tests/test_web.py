@@ -174,7 +174,7 @@ def static_server(folder: Path):
         server.wait(timeout=10)
 
 
-def translate_in_page(browser, url: str, image: Path, timeout_ms: int = 120_000) -> dict:
+def translate_in_page(browser, url: str, image: Path, timeout_ms: int = 120_000, max_side: str = "1024") -> dict:
     """Open the page, pick ``image``, wait for the output and the timing; the page's state, input and output arrays."""
     page = browser.new_page()
     requests: list[str] = []
@@ -182,12 +182,14 @@ def translate_in_page(browser, url: str, image: Path, timeout_ms: int = 120_000)
     page.goto(url)
     page.wait_for_function("window.dcdgan && (window.dcdgan.ready || window.dcdgan.error)", timeout=timeout_ms)
     assert page.evaluate("dcdgan.error") is None
+    page.select_option("#max-side", max_side)
     page.set_input_files("#file", str(image))
     page.wait_for_function("window.dcdgan.done", timeout=timeout_ms)
     state = page.evaluate("""() => ({error: dcdgan.error, backend: dcdgan.backend, webgpu: dcdgan.webgpu, threads: dcdgan.threads, isolated: dcdgan.isolated,
         reason: dcdgan.threads_reason, ms: dcdgan.ms, input: Array.from(dcdgan.input.data), input_dims: dcdgan.input.dims,
         output: Array.from(dcdgan.output.data), output_dims: dcdgan.output.dims})""")
     state["timing"] = page.inner_text("#timing")
+    state["caption"] = page.inner_text("#input-caption")
     state["runtime"] = page.inner_text("#runtime")
     state["shown"] = page.eval_on_selector("#output", "c => Array.from(c.getContext('2d').getImageData(0, 0, c.width, c.height).data)")
     state["requests"] = requests
@@ -249,6 +251,13 @@ def test_page_translates_in_chromium_like_pytorch_and_reports_ms(tiny_run, with_
                     state |= check_against_pytorch(state, weights[name], images[name], tmp_path / f"{name}-translated.png", channels)
                     outside = [u for u in state["requests"] if not u.startswith(url) and not u.startswith(("data:", "blob:"))]
                     assert outside == []
+                    if name == "gray":  # a large RGBA picture is shrunk to the chosen side first, then translated
+                        big = Image.new("RGBA", (1500, 1000), (0, 0, 0, 0))
+                        big.paste(Image.open(images["rgb"]).convert("RGBA").resize((1000, 800)), (250, 100))
+                        big.save(tmp_path / "big.png")
+                        shrunk = translate_in_page(browser, url, tmp_path / "big.png", max_side="256")
+                        assert shrunk["caption"] == "input 256x171, shrunk from 1500x1000"
+                        assert shrunk["output_dims"] == [1, 1, 172, 256] and len(shrunk["shown"]) == 256 * 171 * 4
         finally:
             browser.close()
     rgb = results["rgb"]
