@@ -138,9 +138,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from dcdgan.export import export_model
+    which = "teacher" if args.teacher else "student"
+    if args.format == "web":
+        from dcdgan.web import export_web
 
-    result = export_model(args.model, args.format, args.out, args.precision, "teacher" if args.teacher else "student", quiet=args.json)
+        result = export_web(args.model, args.out, args.precision, which, quiet=args.json)
+    else:
+        from dcdgan.export import export_model
+
+        result = export_model(args.model, args.format, args.out, args.precision, which, quiet=args.json)
     if args.json:
         print(json.dumps(result, indent=2))
     return 0
@@ -248,8 +254,8 @@ def build_parser() -> argparse.ArgumentParser:
         "max abs difference and fails over 1e-4 (fp32). Lower precisions (OpenVINO) print PSNR against fp32 on validation images; "
         "int8 is NNCF post-training quantization calibrated on the run's training images."))
     p.add_argument("model", help="run directory, checkpoint, or generator .safetensors")
-    p.add_argument("--format", required=True, choices=FORMATS)
-    p.add_argument("--out", required=True, help="output file (.onnx, .xml (+ .bin), .pt2)")
+    p.add_argument("--format", required=True, choices=(*FORMATS, "web"), help="web: a static folder that runs the model in the browser (onnxruntime-web)")
+    p.add_argument("--out", required=True, help="output file (.onnx, .xml (+ .bin), .pt2), or folder (web)")
     p.add_argument("--precision", default="fp32", choices=PRECISIONS, help="fp32 (all formats); fp16, bf16, int8 (openvino)")
     p.add_argument("--teacher", action="store_true", help="export the run's teacher instead of its student")
     p.add_argument("--json", action="store_true", help="print the result (parity, PSNR) as JSON")
