@@ -190,7 +190,7 @@ def setup(cfg: Config, run_dir: Path, resume: bool, quiet: bool) -> Run:
     if state is not None:
         rng = restore_run(
             state, len(train_set), accelerator.num_processes, accelerator.process_index,
-            {name: accelerator.unwrap_model(net) for name, net in nets.named().items()}, opts.named(),
+            {name: accelerator.unwrap_model(net, keep_torch_compile=False) for name, net in nets.named().items()}, opts.named(),
             image_pools(task, student), accelerator.device, accelerator.scaler, state_path,
         )
         selection.load(state["selection"])
@@ -394,14 +394,14 @@ def validate_teacher(run: Run, step: int) -> bool:
     sel.teacher_best_score, sel.teacher_best_step = score, step
     if run.accelerator.is_main_process:
         chosen = {"chosen": "best on validation", "selection": {"metric": metric, "score": score, "split": run.cfg.data.val_split}}
-        save_generator(run.run_dir / "teacher.safetensors", run.accelerator.unwrap_model(run.nets.teacher), teacher_spec(run.cfg),
+        save_generator(run.run_dir / "teacher.safetensors", run.accelerator.unwrap_model(run.nets.teacher, keep_torch_compile=False), teacher_spec(run.cfg),
                        deliverable_info(run.cfg, step, "teacher") | chosen)
     return True
 
 
 def select_snapshot(run: Run, step: int) -> None:
     """Burst schedule: the student's teacher becomes the best-on-validation (or latest) teacher so far."""
-    teacher = run.accelerator.unwrap_model(run.nets.teacher)
+    teacher = run.accelerator.unwrap_model(run.nets.teacher, keep_torch_compile=False)
     if run.cfg.distill.teacher_snapshot == "latest" or run.validator.teacher_metric() is None or validate_teacher(run, step):
         copy_into(run.nets.snapshot, teacher)
 
@@ -414,7 +414,7 @@ def save(run: Run, step: int, best: bool = False) -> None:
     ranks = gather_object([mine]) if acc.num_processes > 1 else [mine]
     if acc.is_main_process:
         state = run_state(
-            to_dict(run.cfg), step, run.train_size, {name: acc.unwrap_model(net) for name, net in run.nets.named().items()},
+            to_dict(run.cfg), step, run.train_size, {name: acc.unwrap_model(net, keep_torch_compile=False) for name, net in run.nets.named().items()},
             run.optimizers.named(), acc.scaler.state_dict() if acc.scaler is not None else None, ranks, run.selection.state(),
         )
         if best:
@@ -429,7 +429,7 @@ def save_samples(run: Run, step: int) -> None:
     """samples/step_N.png from the main process."""
     acc = run.accelerator
     if acc.is_main_process:
-        save_sample_grid(run.run_dir, step, run.sample_batch, acc.unwrap_model(run.nets.task_generator), unwrap_or_none(acc, run.nets.student), acc)
+        save_sample_grid(run.run_dir, step, run.sample_batch, acc.unwrap_model(run.nets.task_generator, keep_torch_compile=False), unwrap_or_none(acc, run.nets.student), acc)
 
 
 def stop_early(run: Run, step: int) -> None:
@@ -475,7 +475,7 @@ def write_deliverables(run: Run, step: int) -> None:
     cfg, acc, nets, sel = run.cfg, run.accelerator, run.nets, run.selection
     out = run.run_dir
     last = {"chosen": "last", "selection": None}
-    save_generator(out / "student_last.safetensors", acc.unwrap_model(nets.deliverable), student_spec(cfg), deliverable_info(cfg, step, "student") | last)
+    save_generator(out / "student_last.safetensors", acc.unwrap_model(nets.deliverable, keep_torch_compile=False), student_spec(cfg), deliverable_info(cfg, step, "student") | last)
     best_path = runs.best_checkpoint(out)
     if sel.best_step is not None and best_path.is_file():
         best = load_checkpoint(best_path)
@@ -484,10 +484,10 @@ def write_deliverables(run: Run, step: int) -> None:
         chosen = {"chosen": "best on validation", "selection": {"metric": sel.metric, "score": sel.best_score, "split": cfg.data.val_split}}
         save_generator(out / "student.safetensors", student, student_spec(cfg), deliverable_info(cfg, best["step"], "student") | chosen)
     else:
-        save_generator(out / "student.safetensors", acc.unwrap_model(nets.deliverable), student_spec(cfg), deliverable_info(cfg, step, "student") | last)
+        save_generator(out / "student.safetensors", acc.unwrap_model(nets.deliverable, keep_torch_compile=False), student_spec(cfg), deliverable_info(cfg, step, "student") | last)
     if nets.teacher is None:
         return
-    teacher = acc.unwrap_model(nets.teacher)
+    teacher = acc.unwrap_model(nets.teacher, keep_torch_compile=False)
     save_generator(out / "teacher_last.safetensors", teacher, teacher_spec(cfg), deliverable_info(cfg, step, "teacher") | last)
     if sel.teacher_best_step is None or not (out / "teacher.safetensors").is_file():
         save_generator(out / "teacher.safetensors", teacher, teacher_spec(cfg), deliverable_info(cfg, step, "teacher") | last)
@@ -495,7 +495,7 @@ def write_deliverables(run: Run, step: int) -> None:
 
 def unwrap_or_none(accelerator: Accelerator, net: torch.nn.Module | None) -> torch.nn.Module | None:
     """The bare module, or None."""
-    return None if net is None else accelerator.unwrap_model(net)
+    return None if net is None else accelerator.unwrap_model(net, keep_torch_compile=False)
 
 
 def say(accelerator: Accelerator, message: str) -> None:

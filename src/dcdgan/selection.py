@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import functools
+
 import torch
 from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list
@@ -89,7 +91,7 @@ class Validator:
         """Lower-is-better score, computed on the main process and broadcast to every process."""
         result = [None]
         if self.accelerator.is_main_process:
-            unwrap = self.accelerator.unwrap_model
+            unwrap = functools.partial(self.accelerator.unwrap_model, keep_torch_compile=False)  # train.compile: the bare module
             reference = unwrap(l1_reference) if l1_reference is not None else None
             result[0] = validation_score(unwrap(gen), self.data, self.split, metric, self.accelerator.device, self.cfg.eval,
                                          self.inception, self.reference, teacher=reference)

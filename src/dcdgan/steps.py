@@ -93,7 +93,7 @@ class Updater:
 
     def unwrap(self, net: nn.Module) -> nn.Module:
         """The bare module (hooks, frozen reads and state dicts go on it, never on a DDP/compile wrapper)."""
-        return self.accelerator.unwrap_model(net)
+        return self.accelerator.unwrap_model(net, keep_torch_compile=False)
 
     def __call__(self, optimizer: Optimizer, terms: Losses) -> None:
         """zero_grad, backward of the summed terms (with Accelerate's scaling), step."""
