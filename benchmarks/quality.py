@@ -394,7 +394,7 @@ def main() -> None:
             print(f"{r['method']} seed {r['seed']}: trained {r['train_s']:.0f}s, not scored (--train-only)  [{time.time() - started:.0f}s]", flush=True)
             return
         print(f"{r['method']} seed {r['seed']}: FID {r.get('fid', float('nan')):.2f}  trained {r['train_s']:.0f}s "
-              f"(step {r['selected_step']} chosen on validation)  [{time.time() - started:.0f}s]", flush=True)
+              f"(step {r['selected_step']}, {r['selected']})  [{time.time() - started:.0f}s]", flush=True)
 
     if args.frozen_teacher:  # the teacher exists before any student reads it
         if "teacher" in methods:
