@@ -31,10 +31,13 @@ GRAPH_BOUND = 4  # graphs kept per runner (each holds its own input, output and 
 WARMUP_CALLS = 3  # eager calls before a capture: cuDNN picks its algorithms and the allocator fills (PyTorch's recipe)
 DTYPES = {"fp32": torch.float32, "tf32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
-# Largest |output - fp32 output| (outputs in [-1, 1]) each CUDA precision is expected to stay within, stated from the
-# formats' rounding: tf32 and fp16 keep 10 mantissa bits, bf16 7 (8x coarser). The device script
-# (benchmarks/device/gpu_serving.py) measures it per runner and marks rows outside it.
-PRECISION_TOLERANCE = {"fp32": 1e-4, "tf32": 2e-2, "fp16": 2e-2, "bf16": 1e-1}
+# The stated cost of each CUDA precision: the least PSNR (dB, uint8 images, as `dcdgan export` reports it) of its
+# outputs against fp32 eager outputs on the same input. tf32 and fp16 keep 10 mantissa bits, bf16 7 (8x coarser);
+# on CPU (torch 2.14, random weights, 256 px) bf16 gave 47.1 dB for the student and 43.1 dB for the ngf-64 teacher,
+# fp16 52.1 dB for the student (not yet measured on a GPU). fp32 runners (cuda-graph, compile) run the same arithmetic as eager fp32 and must stay
+# within FP32_MAX_ABS_DIFF of it, the export parity bound. benchmarks/device/gpu_serving.py checks both on a GPU.
+MIN_PSNR_VS_FP32 = {"tf32": 40.0, "fp16": 40.0, "bf16": 35.0}
+FP32_MAX_ABS_DIFF = 1e-4
 
 
 def resolve_runner(runner: str, backend: str, device: str) -> str | None:
