@@ -171,18 +171,14 @@ def torch_forward(net: nn.Module, runner: str, precision: str, device: str) -> C
     """float32 N,C,H,W host arrays -> float32 host arrays through ``net`` (already on ``device`` in the runner's dtype)."""
     dtype = DTYPES[precision]
     if runner == "cuda-graph":
-        call: Callable[[torch.Tensor], torch.Tensor] = GraphRunner(net, dtype, device)
-        to_input = lambda x: x  # noqa: E731 (the graph runner copies into its static input itself)
-    elif runner == "compile":
-        call = compiled_call(net, device)
-        to_input = lambda x: x.to(device=device, dtype=dtype)  # noqa: E731
+        call: Callable[[torch.Tensor], torch.Tensor] = GraphRunner(net, dtype, device)  # copies into its static input itself
     else:
-        call = lambda x: net(x).float().cpu()  # noqa: E731
-        to_input = lambda x: x.to(device=device, dtype=dtype)  # noqa: E731
+        run = compiled_call(net, device) if runner == "compile" else (lambda x: net(x).float().cpu())
+        call = lambda images: run(images.to(device=device, dtype=dtype))  # noqa: E731
 
     @torch.inference_mode()
     def forward(images: np.ndarray) -> np.ndarray:
         with tf32(precision == "tf32") if device == "cuda" else nullcontext():
-            return call(to_input(torch.from_numpy(images))).numpy()
+            return call(torch.from_numpy(images)).numpy()
 
     return forward
