@@ -11,7 +11,7 @@ from dcdgan.metrics.latency import parse_architecture
 from dcdgan.metrics.profile import count_macs
 from dcdgan.nets import build_generator
 
-KEYS = {"model", "backend", "precision", "device", "size", "batch", "threads", "runs", "median_ms", "p90_ms", "min_ms", "params", "macs"}
+KEYS = {"model", "backend", "runner", "precision", "device", "size", "batch", "threads", "runs", "median_ms", "p90_ms", "min_ms", "params", "macs"}
 
 
 def bench_json(capsys, *args: str) -> dict:

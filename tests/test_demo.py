@@ -182,8 +182,8 @@ def test_translate_equals_the_generators_and_times_them(tiny_run, test_png):
     assert np.array_equal(np.asarray(result.teacher), np.asarray(direct(tiny_run, "teacher", seen)))
     assert np.array_equal(np.asarray(result.student), np.asarray(direct(tiny_run, "student", seen)))
     t = result.timings
-    assert set(t) == {"backend", "precision", "height", "width", "teacher_ms", "student_ms", "speedup"}
-    assert (t["backend"], t["precision"], t["height"], t["width"]) == ("torch", "fp32", 32, 32)
+    assert set(t) == {"backend", "runner", "precision", "height", "width", "teacher_ms", "student_ms", "speedup"}
+    assert (t["backend"], t["runner"], t["precision"], t["height"], t["width"]) == ("torch", "eager", "fp32", 32, 32)
     assert t["teacher_ms"] > 0 and t["student_ms"] > 0
     assert models.macs("student", 32, 32) == models.student.macs(32, 32) > 0
 

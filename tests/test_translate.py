@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -9,7 +11,7 @@ from PIL import Image
 from dcdgan.backends import load_runner
 from dcdgan.cli import main
 from dcdgan.export import export_model
-from dcdgan.translate import pad_to_multiple, translate_files
+from dcdgan.translate import fill_batch, pad_to_multiple, translate_files
 
 
 def make_folder(root):
@@ -76,3 +78,39 @@ def test_reflection_pad_to_multiple(h, w):
     assert np.array_equal(padded[:, :h, :w], x)
     if h == 5:
         assert padded[0, 5, 0] == x[0, 3, 0]  # reflection, not edge
+
+
+def test_captured_runners_get_fixed_batches(tiny_run_dir, tmp_path):
+    rng = np.random.default_rng(1)
+    (tmp_path / "in").mkdir()
+    for i in range(5):
+        Image.fromarray(rng.integers(0, 256, (32, 32), dtype=np.uint8)).save(tmp_path / "in" / f"a_{i}.png")
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 256, (20, 28), dtype=np.uint8)).save(tmp_path / "in" / f"b_{i}.png")
+    base = load_runner(tiny_run_dir)
+    calls = []
+
+    def recording(images):
+        calls.append(images.shape)
+        return base.forward(images)
+
+    eager = dataclasses.replace(base, forward=recording)
+    plain = translate_files(eager, tmp_path / "in", tmp_path / "plain", batch_size=4, quiet=True)
+    assert calls == [(4, 1, 32, 32), (1, 1, 32, 32), (3, 1, 20, 28)]  # eager: short batches stay short
+    calls.clear()
+    graphs = dataclasses.replace(eager, runner="cuda-graph")  # a capturing runner: every call is a full batch
+    fixed = translate_files(graphs, tmp_path / "in", tmp_path / "fixed", batch_size=4, quiet=True)
+    assert calls == [(4, 1, 32, 32), (4, 1, 32, 32), (4, 1, 20, 28)]
+    assert len(plain.written) == len(fixed.written) == 8
+    for a, b in zip(sorted(plain.written), sorted(fixed.written)):  # the filler images' outputs are dropped
+        assert a.name == b.name and Image.open(b).size == Image.open(a).size
+        assert np.abs(np.asarray(Image.open(a), dtype=int) - np.asarray(Image.open(b), dtype=int)).max() <= 1, a.name
+
+
+def test_fill_batch_repeats_the_last_image():
+    images = [np.full((1, 4, 4), v, np.float32) for v in (1, 2)]
+    batch = fill_batch(images, 4)
+    assert batch.shape == (4, 1, 4, 4) and [float(b[0, 0, 0]) for b in batch] == [1, 2, 2, 2]
+    assert fill_batch(images, 2).shape == (2, 1, 4, 4)
+    with pytest.raises(ValueError):
+        fill_batch(images, 1)

@@ -1,4 +1,4 @@
-"""Run a generator on one backend (PyTorch eager, torch.compile, ONNX Runtime, OpenVINO) at a pinned precision.
+"""Run a generator on one backend (PyTorch eager, CUDA graphs, torch.compile, ONNX Runtime, OpenVINO) at a pinned precision.
 
 One ``Runner`` type serves translate, bench, eval and the demo: float32 N,C,H,W in [-1, 1] in, the same out.
 Every backend is pinned to the precision asked for; OpenVINO in particular runs bf16 on CPUs that support it
@@ -28,6 +28,7 @@ from dcdgan.nets.inference import inference_form
 
 BACKENDS = ("torch", "compile", "onnxruntime", "openvino")
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+RUN_PRECISIONS = (*PRECISIONS, "tf32")  # tf32: fp32 weights with TensorFloat-32 convolutions (CUDA); not an export format
 CHECKPOINT_SUFFIXES = (".ckpt", ".pt", ".pth")
 OV_PRECISION_HINTS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}  # int8 models carry their own quantized ops
 
@@ -45,6 +46,7 @@ class Runner:
     source: str  # the file it came from
     forward: Callable[[np.ndarray], np.ndarray] = field(repr=False, default=None)
     spec: GeneratorSpec | None = field(repr=False, default=None)
+    runner: str | None = None  # how PyTorch calls the net (eager, cuda-graph, compile); None on ONNX Runtime / OpenVINO
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
         """float32 N,C,H,W in [-1, 1] -> float32 N,C,H,W in [-1, 1]."""
@@ -128,12 +130,14 @@ def _params(spec: GeneratorSpec | None) -> int | None:
 
 
 def _check_precision(backend: str, precision: str, device: str) -> None:
-    if precision not in PRECISIONS:
-        raise UserError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    if precision not in RUN_PRECISIONS:
+        raise UserError(f"unknown precision {precision!r}; choose one of {', '.join(RUN_PRECISIONS)}")
     if backend not in BACKENDS:
         raise UserError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     if backend in ("torch", "compile") and precision == "int8":
         raise UserError("int8 runs on --backend openvino (NNCF post-training quantization)")
+    if precision == "tf32" and (backend not in ("torch", "compile") or device != "cuda"):
+        raise UserError("tf32 (TensorFloat-32 convolutions) is a CUDA precision of --backend torch; on CPU use fp32 or bf16")
     if backend in ("torch", "compile") and precision == "fp16" and device == "cpu":
         raise UserError("fp16 in PyTorch needs --device cuda; on CPU use bf16, or --backend openvino")
     if backend == "onnxruntime" and precision != "fp32":
@@ -144,29 +148,19 @@ def _check_precision(backend: str, precision: str, device: str) -> None:
         raise UserError("the onnxruntime backend runs on CPU here (--device cpu)")
 
 
-def _torch_forward(net: nn.Module, backend: str, precision: str, device: str, threads: int | None) -> Callable:
-    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+def _torch_forward(net: nn.Module, runner: str, precision: str, device: str, threads: int | None) -> Callable:
+    from dcdgan.cuda_runners import DTYPES, torch_forward
+
+    dtype = DTYPES[precision]
     if device == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda: no CUDA device is available")
     if threads:
         torch.set_num_threads(threads)
-    if device == "cuda" and precision == "fp32":
-        # PyTorch runs cuDNN convolutions in TF32 by default: a silent lower precision, like OpenVINO's bf16
-        torch.backends.cudnn.allow_tf32 = False
-        torch.backends.cuda.matmul.allow_tf32 = False
     if not isinstance(net, torch.fx.GraphModule):  # torch.export modules refuse .eval(); they were exported in eval mode
         # the phase-split head is measured faster on CPU only (benchmarks/RESULTS.md); a GPU keeps the plain module
         net = inference_form(net) if device == "cpu" else net.eval()
-    net = net.to(device=device, dtype=dtype)
-    if backend == "compile":
-        net = torch.compile(net)
-
-    @torch.inference_mode()
-    def forward(images: np.ndarray) -> np.ndarray:
-        out = net(torch.from_numpy(images).to(device=device, dtype=dtype))
-        return out.float().cpu().numpy()
-
-    return forward
+    # fp32 on CUDA turns TF32 off around each call (cuda_runners.tf32): PyTorch's default would be a silent lower precision
+    return torch_forward(net.to(device=device, dtype=dtype), runner, precision, device)
 
 
 def onnxruntime_session(onnx_model: str | bytes, threads: int | None):
@@ -240,20 +234,28 @@ def is_int8(ov_model) -> bool:
 
 
 def load_runner(
-    model: str | Path, backend: str = "torch", precision: str = "fp32", which: str = "student", device: str = "cpu", threads: int | None = None
+    model: str | Path,
+    backend: str = "torch",
+    precision: str = "fp32",
+    which: str = "student",
+    device: str = "cpu",
+    threads: int | None = None,
+    runner: str = "auto",
 ) -> Runner:
     """MODEL: a run directory (student.safetensors, or teacher.safetensors with which="teacher"), a checkpoint, a
     generator .safetensors (+ its .json), an .onnx, or an OpenVINO .xml. A missing backend package raises UserError
-    naming the extra to install (pip install "dcdgan[deploy]")."""
+    naming the extra to install (pip install "dcdgan[deploy]"). ``runner`` (PyTorch only): eager, cuda-graph, compile,
+    or auto (cuda-graph on CUDA, else eager); see dcdgan.cuda_runners."""
     path = Path(model)
-    if path.suffix == ".onnx":
-        return _load_onnx(path, backend, precision, device, threads)
-    if path.suffix == ".xml":
-        return _load_openvino_xml(path, backend, precision, device, threads)
+    if path.suffix in (".onnx", ".xml"):
+        if runner not in ("auto", "eager"):
+            raise UserError(f"{path}: --runner {runner} runs PyTorch models (a run directory, .safetensors, checkpoint or .pt2)")
+        load = _load_onnx if path.suffix == ".onnx" else _load_openvino_xml
+        return load(path, backend, precision, device, threads)
     if path.suffix == ".pt2":
-        return _load_pt2(path, backend, precision, device, threads)
+        return _load_pt2(path, backend, precision, device, threads, runner)
     src = load_torch_source(path, which)
-    return runner_from_module(src.net, src.spec, backend, precision, device, threads, str(src.path), calibration=src)
+    return runner_from_module(src.net, src.spec, backend, precision, device, threads, str(src.path), calibration=src, runner=runner)
 
 
 def runner_from_module(
@@ -265,14 +267,18 @@ def runner_from_module(
     threads: int | None = None,
     source: str = "",
     calibration: TorchSource | None = None,
+    runner: str = "auto",
 ) -> Runner:
-    """A Runner for a PyTorch generator: eager, compiled, or exported to ONNX first (onnxruntime, openvino).
+    """A Runner for a PyTorch generator: eager, CUDA graphs, compiled, or exported to ONNX first (onnxruntime, openvino).
     ``calibration`` (the net's run) provides the training images int8 calibrates on."""
+    from dcdgan.cuda_runners import resolve_runner
+
     _check_precision(backend, precision, device)
+    how = resolve_runner(runner, backend, device)
     if backend in ("onnxruntime", "openvino"):
         require(backend)  # fail on the missing package before spending seconds on the ONNX export
     if backend in ("torch", "compile"):
-        forward = _torch_forward(net, backend, precision, device, threads)
+        forward = _torch_forward(net, how, precision, device, threads)
     else:
         onnx_bytes = onnx_model_bytes(net, spec)
         if backend == "onnxruntime":
@@ -284,7 +290,7 @@ def runner_from_module(
                     raise UserError(f"{source}: int8 calibrates on a run's training images; pass a run directory")
                 ov_model = quantize_int8(ov_model, calibration, quiet=True)
             forward = _openvino_forward(ov_model, precision, threads)
-    return Runner(backend, precision, spec.input_nc, spec.output_nc, size_multiple_of(spec), _params(spec), source, forward, spec)
+    return Runner(backend, precision, spec.input_nc, spec.output_nc, size_multiple_of(spec), _params(spec), source, forward, spec, how)
 
 
 def _ov_from_onnx_bytes(onnx_bytes: bytes):
@@ -354,12 +360,15 @@ def _load_openvino_xml(path: Path, backend: str, precision: str, device: str, th
     return Runner(backend, precision, input_nc, output_nc, size_multiple_of(spec), _params(spec), str(path), forward, spec)
 
 
-def _load_pt2(path: Path, backend: str, precision: str, device: str, threads: int | None) -> Runner:
+def _load_pt2(path: Path, backend: str, precision: str, device: str, threads: int | None, runner: str = "auto") -> Runner:
+    from dcdgan.cuda_runners import resolve_runner
+
     if not path.is_file():
         raise UserError(f"{path}: model not found")
     if backend not in ("torch", "compile"):
         raise UserError(f"{path}: a torch.export program runs on --backend torch or compile, not {backend}")
     _check_precision(backend, precision, device)
+    how = resolve_runner(runner, backend, device)
     if precision != "fp32":
         raise UserError(f"{path}: a torch.export program runs fp32 here; for bf16/fp16 load the run directory or .safetensors")
     extra = {"dcdgan.json": ""}
@@ -370,5 +379,5 @@ def _load_pt2(path: Path, backend: str, precision: str, device: str, threads: in
     spec = spec_from_metadata(extra["dcdgan.json"])
     if spec is None:
         raise UserError(f"{path}: no dcdgan metadata inside; cannot tell its channels")
-    forward = _torch_forward(program.module(), backend, precision, device, threads)
-    return Runner(backend, precision, spec.input_nc, spec.output_nc, size_multiple_of(spec), _params(spec), str(path), forward, spec)
+    forward = _torch_forward(program.module(), how, precision, device, threads)
+    return Runner(backend, precision, spec.input_nc, spec.output_nc, size_multiple_of(spec), _params(spec), str(path), forward, spec, how)

@@ -133,7 +133,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from dcdgan.demo import serve
 
-    serve(args.models, host=args.host, port=args.port, backend=args.backend)
+    serve(args.models, host=args.host, port=args.port, backend=args.backend, device=args.device, runner=args.runner, precision=args.precision)
     return 0
 
 
@@ -156,17 +156,18 @@ def cmd_translate(args: argparse.Namespace) -> int:
     from dcdgan.backends import load_runner
     from dcdgan.translate import translate_files
 
-    runner = load_runner(args.model, args.backend, args.precision, "teacher" if args.teacher else "student", args.device, args.threads)
+    runner = load_runner(args.model, args.backend, args.precision, "teacher" if args.teacher else "student", args.device, args.threads, args.runner)
     result = translate_files(runner, args.input, args.output, args.batch_size, quiet=args.quiet)
     skipped = f"; skipped {len(result.skipped)} unreadable file(s)" if result.skipped else ""
-    print(f"translated {len(result.written)} image(s) into {args.output} ({runner.backend}, {runner.precision}){skipped}")
+    how = f" {runner.runner}" if runner.runner not in (None, "eager") else ""
+    print(f"translated {len(result.written)} image(s) into {args.output} ({runner.backend}{how}, {runner.precision}){skipped}")
     return 0 if result.written else 1
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from dcdgan.metrics.latency import BenchSettings, bench, format_bench
 
-    settings = BenchSettings(args.backend, args.precision, args.device, args.size, args.batch, args.threads, args.runs, args.warmup, args.input_nc)
+    settings = BenchSettings(args.backend, args.precision, args.device, args.size, args.batch, args.threads, args.runs, args.warmup, args.input_nc, args.runner)
     result = bench(args.model, settings, args.vs, "teacher" if args.teacher else "student")
     print(json.dumps(result, indent=2) if args.json else format_bench(result))
     return 0
@@ -246,8 +247,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help='print {"params": ..., "macs": ...}')
     p.set_defaults(func=cmd_profile)
 
-    from dcdgan.backends import BACKENDS, PRECISIONS
+    from dcdgan.backends import BACKENDS, PRECISIONS, RUN_PRECISIONS
+    from dcdgan.cuda_runners import RUNNERS
     from dcdgan.export import FORMATS
+
+    runner_help = "PyTorch on CUDA: cuda-graph (replay captured graphs), compile (torch.compile reduce-overhead) or eager; default auto: cuda-graph on --device cuda, eager on CPU"
+    precision_help = "fp32 (TF32 off on CUDA), tf32 (CUDA), bf16, fp16 (CUDA or OpenVINO), int8 (OpenVINO)"
 
     p = sub.add_parser("export", help="export a student (or teacher) to ONNX, OpenVINO IR or torch.export, checked against PyTorch", description=(
         "Export with dynamic batch/height/width. A parity check against PyTorch on random input and the run's images prints the "
@@ -269,10 +274,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input", help="image file or folder")
     p.add_argument("output", help="output folder (or file, for one input image)")
     p.add_argument("--backend", default="torch", choices=BACKENDS, help="default torch (.onnx files: onnxruntime; .xml: openvino)")
-    p.add_argument("--precision", default="fp32", choices=PRECISIONS)
+    p.add_argument("--precision", default="fp32", choices=RUN_PRECISIONS, help=precision_help)
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    p.add_argument("--runner", default="auto", choices=RUNNERS, help=runner_help)
     p.add_argument("--threads", type=int, help="CPU threads")
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--batch-size", type=int, default=8, help="images per call (default 8); cuda-graph and compile fill short batches up to it, so each image size is captured once")
     p.add_argument("--teacher", action="store_true", help="use a run's teacher")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_translate)
@@ -283,8 +289,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", metavar="MODEL_OR_NETG")
     p.add_argument("--vs", metavar="OTHER", help="a second model, timed alternately in this process; adds speedup and mac_ratio")
     p.add_argument("--backend", default="torch", choices=BACKENDS)
-    p.add_argument("--precision", default="fp32", choices=PRECISIONS)
+    p.add_argument("--precision", default="fp32", choices=RUN_PRECISIONS, help=precision_help)
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    p.add_argument("--runner", default="auto", choices=RUNNERS, help=runner_help)
     p.add_argument("--size", type=int, default=256, help="input height and width (default 256)")
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--threads", type=int, help="CPU threads (default: the library's own choice)")
@@ -303,6 +310,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=7860, help="port (default 7860)")
     p.add_argument("--backend", default="torch", choices=("torch", "onnxruntime", "openvino"), help="inference backend (default torch)")
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where PyTorch runs the models (default cpu)")
+    p.add_argument("--runner", default="auto", choices=RUNNERS, help=runner_help)
+    p.add_argument("--precision", default="fp32", choices=RUN_PRECISIONS, help=precision_help)
     p.set_defaults(func=cmd_demo)
 
     parser.add_argument("--debug", action="store_true", help="show the Python traceback of errors")

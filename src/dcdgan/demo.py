@@ -1,6 +1,6 @@
 """``dcdgan demo``: a run's teacher and student side by side in the browser (Gradio), with the latency of each call.
 
-The models run through ``dcdgan.backends`` (torch, onnxruntime or OpenVINO). Inputs are an uploaded picture, one of
+The models run through ``dcdgan.backends`` (torch, on CPU or CUDA with CUDA graphs, onnxruntime or OpenVINO). Inputs are an uploaded picture, one of
 the run's test images, or, for paired edge-like tasks, a sketch drawn live. Everything is served from this machine:
 analytics off, system fonts, no CDN. The API endpoint ``/translate`` gives the same translation to programs.
 """
@@ -32,7 +32,7 @@ CSS = ".pixelated img, .pixelated canvas {image-rendering: pixelated}"
 TRANSLATE_DOC = (
     "Translate one image with the teacher and the student. Input: an image (any size and mode; it is converted to "
     "the run's channels and resolution). Output: the teacher's image, the student's image (both at the run's "
-    "resolution) and the timings: backend, precision, height, width, teacher_ms, student_ms, speedup."
+    "resolution) and the timings: backend, runner, precision, height, width, teacher_ms, student_ms, speedup."
 )
 
 
@@ -191,8 +191,9 @@ class DemoModels:
     macs_cache: dict = field(default_factory=dict, repr=False)
 
     @classmethod
-    def load(cls, sources: list[str | Path], backend: str = "torch") -> "DemoModels":
-        """No source: the newest run; one: a run directory; two: TEACHER STUDENT (run directories or model files)."""
+    def load(cls, sources: list[str | Path], backend: str = "torch", device: str = "cpu", runner: str = "auto", precision: str = "fp32") -> "DemoModels":
+        """No source: the newest run; one: a run directory; two: TEACHER STUDENT (run directories or model files).
+        ``device``, ``runner`` and ``precision`` as for dcdgan bench (on CUDA the default runner replays CUDA graphs)."""
         paths = [Path(s) for s in sources] or [newest_run()]
         if len(paths) > 2:
             raise UserError("give one run directory, or TEACHER STUDENT (two run directories or model files)")
@@ -202,8 +203,8 @@ class DemoModels:
         if len(paths) == 1 and not paths[0].is_dir():
             raise UserError(f"{paths[0]}: one model file has nothing to compare with; pass TEACHER STUDENT, or a run directory")
         teacher_source, student_source = (paths[0], paths[0]) if len(paths) == 1 else paths
-        teacher = load_runner(teacher_source, backend, which="teacher")
-        student = load_runner(student_source, backend, which="student")
+        teacher = load_runner(teacher_source, backend, precision, "teacher", device, runner=runner)
+        student = load_runner(student_source, backend, precision, "student", device, runner=runner)
         if (teacher.input_nc, teacher.output_nc) != (student.input_nc, student.output_nc):
             raise UserError(
                 f"{teacher.source} maps {teacher.input_nc} -> {teacher.output_nc} channels but {student.source} maps "
@@ -240,6 +241,7 @@ class DemoModels:
         student_out, student_ms = timed(self.student, x)
         timings = {
             "backend": self.student.backend,
+            "runner": self.student.runner,
             "precision": self.student.precision,
             "height": seen.height,
             "width": seen.width,
@@ -279,6 +281,11 @@ class DemoModels:
 # ---------------------------------------------------------------- what the page shows
 
 
+def runner_label(runner: Runner) -> str:
+    """backend, and the PyTorch runner where it is not plain eager calls: "torch cuda-graph"."""
+    return runner.backend if runner.runner in (None, "eager") else f"{runner.backend} {runner.runner}"
+
+
 def model_stats(models: DemoModels, role: str, translation: Translation) -> str:
     """Markdown under a model's output: params, MACs at this size, and this call's latency on the backend."""
     runner = models.teacher if role == "teacher" else models.student
@@ -289,7 +296,7 @@ def model_stats(models: DemoModels, role: str, translation: Translation) -> str:
         f"**{role}** ({html.escape(Path(runner.source).name)})",
         f"params **{runner.params / 1e6:.3f} M**" if runner.params is not None else "params unknown",
         f"MACs **{macs / 1e9:.3f} G** at {h}x{w}" if macs is not None else "MACs unknown",
-        f"latency **{ms:.1f} ms** on {runner.backend} {runner.precision} (this call)",
+        f"latency **{ms:.1f} ms** on {runner_label(runner)} {runner.precision} (this call)",
     ]
     if role == "student":
         parts.append(f"**{translation.timings['speedup']:.1f}x** the teacher's speed")
@@ -375,7 +382,7 @@ def build_app(models: DemoModels):
 
     header = (
         f"# dcdgan demo: {html.escape(models.name)}\n"
-        f"Teacher `{models.teacher.source}` and student `{models.student.source}` on **{models.student.backend}** "
+        f"Teacher `{models.teacher.source}` and student `{models.student.source}` on **{runner_label(models.student)}** "
         f"({models.student.precision}). Images are translated at {h}x{w} and shown enlarged {scale}x (nearest neighbour)."
     )
     with gr.Blocks(title=f"dcdgan demo: {models.name}", analytics_enabled=False) as app:
@@ -431,10 +438,13 @@ def build_app(models: DemoModels):
     return app
 
 
-def serve(sources: list[str | Path], host: str = "127.0.0.1", port: int = 7860, backend: str = "torch", block: bool = True):
+def serve(
+    sources: list[str | Path], host: str = "127.0.0.1", port: int = 7860, backend: str = "torch", block: bool = True,
+    device: str = "cpu", runner: str = "auto", precision: str = "fp32",
+):
     """Load the models, build the app and start serving; with ``block=False`` return the running app (tests)."""
     gr = gradio()
-    models = DemoModels.load(sources, backend)
+    models = DemoModels.load(sources, backend, device, runner, precision)
     models.warm_up()
     app = build_app(models)
     try:
@@ -446,7 +456,7 @@ def serve(sources: list[str | Path], host: str = "127.0.0.1", port: int = 7860, 
         raise UserError(f"cannot serve on {host}:{port} ({err}); choose another --port") from None
     for line in models.notes:
         print(f"dcdgan demo: note: {line}", file=sys.stderr)
-    print(f"dcdgan demo: {models.name} ({models.student.backend}) on {app.local_url}  (API: /translate; Ctrl-C stops)", flush=True)
+    print(f"dcdgan demo: {models.name} ({runner_label(models.student)}) on {app.local_url}  (API: /translate; Ctrl-C stops)", flush=True)
     if block:
         try:
             app.block_thread()

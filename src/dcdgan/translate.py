@@ -2,7 +2,9 @@
 
 Each image is converted to the model's channels (grayscale and RGBA too), padded by reflection to the net's
 stride multiple, translated, cropped back to its own size and written under the same name. Images of the
-same padded size share a batch. Unreadable files are skipped with one warning line each.
+same padded size share a batch. Runners that capture a shape (cuda-graph, compile) get fixed batches: a short batch
+is filled up to the batch size with copies of its last image, whose outputs are dropped, so each image size costs
+one capture rather than one per leftover count. Unreadable files are skipped with one warning line each.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from dcdgan.backends import Runner
+from dcdgan.cuda_runners import CAPTURED_RUNNERS
 from dcdgan.data import IMAGE_EXTENSIONS, read_image, to_mode
 from dcdgan.errors import UserError
 
@@ -69,8 +72,22 @@ def to_image(output: np.ndarray) -> Image.Image:
     return Image.fromarray(pixels[0] if pixels.shape[0] == 1 else pixels.transpose(1, 2, 0))
 
 
-def translate_files(runner: Runner, source: str | Path, output: str | Path, batch_size: int = 8, quiet: bool = False) -> TranslateResult:
-    """Translate one image or a folder tree into OUTPUT, keeping names; returns what was written and skipped."""
+def fill_batch(images: list[np.ndarray], batch_size: int) -> np.ndarray:
+    """N equal-size C,H,W images as a batch of exactly ``batch_size`` (N <= batch_size): the last image repeated."""
+    if not 0 < len(images) <= batch_size:
+        raise ValueError(f"{len(images)} images for a batch of {batch_size}")
+    return np.stack(images + [images[-1]] * (batch_size - len(images)))
+
+
+def translate_files(
+    runner: Runner, source: str | Path, output: str | Path, batch_size: int = 8, quiet: bool = False, fixed_batches: bool | None = None
+) -> TranslateResult:
+    """Translate one image or a folder tree into OUTPUT, keeping names; returns what was written and skipped.
+    ``fixed_batches`` (default: when the runner captures shapes) makes every call exactly ``batch_size`` images."""
+    if batch_size < 1:
+        raise UserError("--batch-size must be at least 1")
+    if fixed_batches is None:
+        fixed_batches = runner.runner in CAPTURED_RUNNERS
     source, output = Path(source), Path(output)
     files = image_files(source)
     result = TranslateResult()
@@ -80,7 +97,8 @@ def translate_files(runner: Runner, source: str | Path, output: str | Path, batc
         group = pending.pop(shape, [])
         if not group:
             return
-        outputs = runner(np.stack([x for _, x, _ in group]))
+        images = [x for _, x, _ in group]
+        outputs = runner(fill_batch(images, batch_size) if fixed_batches else np.stack(images))[: len(group)]
         for (file, _, (h, w)), out in zip(group, outputs):
             target = output_path(file, source, output)
             try:

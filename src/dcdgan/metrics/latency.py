@@ -33,6 +33,7 @@ class BenchSettings:
     runs: int = 50
     warmup: int = 5
     input_nc: int = 3
+    runner: str = "auto"  # PyTorch: eager, cuda-graph, compile; auto is cuda-graph on CUDA (dcdgan.cuda_runners)
 
 
 def parse_architecture(text: str, input_nc: int = 3) -> GeneratorSpec | None:
@@ -51,9 +52,10 @@ def bench_runner(model: str, settings: BenchSettings, which: str = "student") ->
     """A Runner for a model file/run, or for a registered architecture (random weights: speed only)."""
     spec = parse_architecture(model, settings.input_nc)
     if spec is None:
-        return load_runner(model, settings.backend, settings.precision, which, settings.device, settings.threads)
+        return load_runner(model, settings.backend, settings.precision, which, settings.device, settings.threads, settings.runner)
     torch.manual_seed(0)
-    return runner_from_module(build_generator(spec), spec, settings.backend, settings.precision, settings.device, settings.threads, source=model)
+    net = build_generator(spec)
+    return runner_from_module(net, spec, settings.backend, settings.precision, settings.device, settings.threads, source=model, runner=settings.runner)
 
 
 def _summary(runner: Runner, times_s: list[float], settings: BenchSettings) -> dict:
@@ -62,6 +64,7 @@ def _summary(runner: Runner, times_s: list[float], settings: BenchSettings) -> d
     return {
         "model": runner.source,
         "backend": runner.backend,
+        "runner": runner.runner,  # None on ONNX Runtime and OpenVINO
         "precision": runner.precision,
         "device": settings.device,
         "size": settings.size,
@@ -118,7 +121,8 @@ def format_bench(result: dict) -> str:
     """A few readable lines of a bench result."""
 
     def line(r: dict) -> str:
-        return (f"{r['model']}: {r['backend']} {r['precision']} {r['device']}, batch {r['batch']} x {r['size']}px, {r['threads']} threads: "
+        how = f" {r['runner']}" if r.get("runner") else ""
+        return (f"{r['model']}: {r['backend']}{how} {r['precision']} {r['device']}, batch {r['batch']} x {r['size']}px, {r['threads']} threads: "
                 f"median {r['median_ms']:.2f} ms, p90 {r['p90_ms']:.2f} ms ({r['runs']} runs)")
 
     lines = [line(result)]
