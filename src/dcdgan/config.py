@@ -114,7 +114,7 @@ class TrainConfig:
     max_steps: int = opt(0, "stop after this many steps in total (0 = run the whole schedule)")
     seed: int = opt(0, "seed of weights, data order and augmentation")
     mixed_precision: str = opt("no", "Accelerate mixed precision (bf16 on CPU pays only where the CPU has native bf16: AVX512-BF16 or AMX)", ("no", "fp16", "bf16"))
-    compile: bool = opt(False, "torch.compile the trained networks (Accelerate's inductor backend): faster steps after the first ones, which compile (minutes on a small CPU); needs a C++ compiler on CPU, else the run trains eagerly and says so")
+    compile: bool = opt(False, "torch.compile the trained networks (not the DCD teacher and student, whose taps are hooks): faster steps after the first ones, which compile (minutes on a small CPU); needs a C++ compiler on CPU, else the run trains eagerly and says so")
     cpu: bool = opt(False, "run on CPU even when a GPU is present")
     log_every: int = opt(50, "steps between metrics.jsonl lines")
     sample_every: int = opt(500, "steps between sample grids (0 = only at the end)")

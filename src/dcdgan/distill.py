@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Iterator
 
@@ -127,8 +127,6 @@ def setup(cfg: Config, run_dir: Path, resume: bool, quiet: bool) -> Run:
         mixed_precision=cfg.train.mixed_precision,
         # On a machine without a GPU, torchrun's processes form a CPU (gloo) group only when Accelerate is told "cpu".
         cpu=on_cpu,
-        # Accelerate compiles what it prepares (the trained networks); frozen ones and unwrapped reads stay eager.
-        dynamo_backend="inductor" if cfg.train.compile and compile_notice is None else "no",
         log_with="tensorboard",
         project_dir=str(run_dir),
     )
@@ -136,8 +134,6 @@ def setup(cfg: Config, run_dir: Path, resume: bool, quiet: bool) -> Run:
         runs.prepare_run_dir(run_dir, cfg, resume)
     if compile_notice is not None:
         say(accelerator, compile_notice)
-    elif cfg.train.compile:
-        torch._dynamo.config.suppress_errors = True  # a graph that fails to compile runs eagerly (torch warns) instead of ending the run
     if cfg.train.mixed_precision == "fp16" and accelerator.device.type == "cpu":
         say(accelerator, "train.mixed_precision=fp16 needs a GPU; on CPU this run trains in fp32 (bf16 works on CPU)")
     if cfg.train.mixed_precision == "bf16" and accelerator.device.type == "cpu" and not native_cpu_bf16():
@@ -171,6 +167,8 @@ def setup(cfg: Config, run_dir: Path, resume: bool, quiet: bool) -> Run:
         student_disc=make_optimizer(trainable(nets.student_disc), cfg) if nets.student_disc is not None else None,
     )
     nets = nets.map(lambda net: prepare_network(accelerator, net))
+    if cfg.train.compile and compile_notice is None:
+        nets = compile_untapped(nets, uses_dcd(cfg))
     opts = Optimizers(**{name: accelerator.prepare(opt) if opt is not None else None for name, opt in vars(opts).items()})
     pool_size = cfg.loss.pool_size if cfg.task == "cyclegan" else 0
     task = TaskObjective(cfg.task, cfg.loss, ImagePool(pool_size, cfg.train.seed + 1), ImagePool(pool_size, cfg.train.seed + 2))
@@ -246,6 +244,16 @@ def compile_unavailable(cfg: Config, on_cpu: bool) -> str | None:
     if on_cpu and shutil.which(os.environ.get("CXX", "g++")) is None and shutil.which("c++") is None:
         return "train.compile: no C++ compiler found (torch.compile's CPU backend needs one, e.g. apt-get install g++); training eagerly"
     return None
+
+
+def compile_untapped(nets: Networks, dcd: bool) -> Networks:
+    """torch.compile every trained network but the two DCD reads through forward hooks (teacher and student): a
+    compiled graph does not run hooks added after it was traced, so those two stay eager. A graph that fails to
+    compile runs eagerly (torch warns) instead of ending the run."""
+    torch._dynamo.config.suppress_errors = True
+    tapped = {"teacher", "student"} if dcd else set()
+    chosen = {f.name: getattr(nets, f.name) for f in fields(nets) if f.name not in tapped and getattr(nets, f.name) is not None}
+    return replace(nets, **{name: torch.compile(net) for name, net in chosen.items() if any(p.requires_grad for p in net.parameters())})
 
 
 def native_cpu_bf16() -> bool:
