@@ -96,3 +96,46 @@ def test_pretrained_batchnorm_unet_teacher_stays_in_eval_mode(tmp_path, offline)
     changed = [k for k, v in expected.items() if not torch.equal(v, saved[k])]
     assert changed == []  # weights, running statistics and num_batches_tracked untouched
     assert {"S_dcd", "D"} <= set(train_records(run)[0]) and "G_L1" not in train_records(run)[0]
+
+
+def public_cyclegan_files(folder: Path) -> dict[str, Path]:
+    """latest_net_{G_A,G_B,D_A,D_B}.pth as the public CycleGAN code saves them (state dicts), at TINY_RUN's widths."""
+    from dcdgan.nets import build_discriminator
+
+    folder.mkdir()
+    torch.manual_seed(3)
+    nets = {"G_A": build_generator(GeneratorSpec("mobile_resnet_9blocks", 8, 1, 1)), "G_B": build_generator(GeneratorSpec("mobile_resnet_9blocks", 8, 1, 1)),
+            "D_A": build_discriminator(1, 8), "D_B": build_discriminator(1, 8)}
+    files = {}
+    for name, net in nets.items():
+        files[name] = folder / f"latest_net_{name}.pth"
+        torch.save(net.state_dict(), files[name])
+    return files
+
+
+def test_public_cyclegan_pair_d_a_is_the_discriminator_beside_g_a_and_d_b_gets_a_notice(tmp_path, offline, capsys):
+    """Public CycleGAN: netD_A judges G_A(A) against real B, netD_B judges A. D_A starts the discriminator of an A->B
+    run silently; D_B (same keys, the other domain) loads too, but one line says it is the other domain's."""
+    from dcdgan.assembly import build_networks, cyclegan_name_notices
+    from dcdgan.config import load_config
+
+    files = public_cyclegan_files(tmp_path / "public")
+    cfg = load_config("quickstart_unpaired", [*TINY_RUN, f"model.teacher_weights={files['G_A']}", f"model.teacher_disc_weights={files['D_A']}"])
+    nets = build_networks(cfg)
+    d_a = torch.load(files["D_A"], weights_only=True)
+    assert all(torch.equal(v, nets.disc_b.state_dict()[k]) for k, v in d_a.items())
+    assert cyclegan_name_notices(cfg) == []
+    capsys.readouterr()
+    distill(tmp_path / "wrong", "quickstart_unpaired", "train.max_steps=1", f"model.teacher_weights={files['G_B']}", f"model.teacher_disc_weights={files['D_B']}")
+    out = capsys.readouterr().out.splitlines()
+    assert [line for line in out if line.startswith("notice")] == [
+        f"notice: model.teacher_disc_weights={files['D_B']}: CycleGAN's D_B judges domain A images, not the outputs of the A->B teacher; "
+        "their discriminator is latest_net_D_A.pth",
+        f"notice: model.teacher_weights={files['G_B']}: CycleGAN's G_B translates the other way; the A->B teacher is latest_net_G_A.pth",
+    ]
+    # the mirror direction: B->A uses G_B and D_B, and D_A is the other domain's
+    mirror = load_config("quickstart_unpaired", [*TINY_RUN, "data.direction=BtoA", f"model.teacher_weights={files['G_B']}", f"model.teacher_disc_weights={files['D_A']}"])
+    assert cyclegan_name_notices(mirror) == [
+        f"notice: model.teacher_disc_weights={files['D_A']}: CycleGAN's D_A judges domain B images, not the outputs of the "
+        "B->A (data.direction=BtoA) teacher; their discriminator is latest_net_D_B.pth",
+    ]

@@ -128,6 +128,29 @@ def build_networks(cfg: Config) -> Networks:
     return nets
 
 
+def cyclegan_name_notices(cfg: Config) -> list[str]:
+    """One line per pretrained file whose public CycleGAN name says it belongs to the other direction.
+
+    In the public code ``netD_A`` judges ``G_A(A)`` against real B and ``netD_B`` judges A; the two discriminators
+    (and the two generators) have the same keys, so the wrong one would load without an error.
+    """
+    m = cfg.model
+    ours, other = ("A", "B") if cfg.data.direction == "AtoB" else ("B", "A")
+    arrow = "A->B" if cfg.data.direction == "AtoB" else "B->A (data.direction=BtoA)"
+    lines = []
+    if m.teacher_disc_weights and f"net_D_{other}" in Path(m.teacher_disc_weights).name:
+        lines.append(
+            f"notice: model.teacher_disc_weights={m.teacher_disc_weights}: CycleGAN's D_{other} judges domain {ours} images, not the "
+            f"outputs of the {arrow} teacher; their discriminator is latest_net_D_{ours}.pth"
+        )
+    if m.teacher_weights and f"net_G_{other}" in Path(m.teacher_weights).name:
+        lines.append(
+            f"notice: model.teacher_weights={m.teacher_weights}: CycleGAN's G_{other} translates the other way; the {arrow} "
+            f"teacher is latest_net_G_{ours}.pth"
+        )
+    return lines
+
+
 def load_teacher_discriminator(disc: nn.Module, path: Path) -> None:
     """Start ``disc`` from a state dict file, or from the discriminator of B in a dcdgan checkpoint (.ckpt)."""
     if path.suffix != ".ckpt":

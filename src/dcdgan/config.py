@@ -58,8 +58,8 @@ class ModelConfig:
     teacher_dropout: float | None = opt(None, "teacher generator dropout; auto = its architecture's public default (resnet, mobile_resnet: 0; unet: 0.5)")
     student_norm: str | None = opt(None, "student generator normalisation; auto = as teacher_norm, for the student's architecture", ("instance", "batch"))
     student_dropout: float | None = opt(None, "student generator dropout; auto = as teacher_dropout, for the student's architecture")
-    teacher_weights: str = opt("", "pretrained-teacher mode: a teacher A->B state dict (.pth as saved by pix2pix/CycleGAN, or .safetensors); it stays frozen and the discriminator trains from scratch")
-    teacher_disc_weights: str = opt("", "pretrained-teacher mode: the teacher's discriminator of B (an InstanceNorm PatchGAN: CycleGAN latest_net_D_B.pth, a .safetensors, or a dcdgan run's .ckpt); the discriminator starts from it instead of from scratch")
+    teacher_weights: str = opt("", "pretrained-teacher mode: a teacher A->B state dict (.pth as saved by pix2pix: latest_net_G.pth; CycleGAN: latest_net_G_A.pth for A->B, latest_net_G_B.pth with data.direction=BtoA; or .safetensors); it stays frozen, the discriminator trains from scratch, and the student trains from the first step whatever distill.schedule says")
+    teacher_disc_weights: str = opt("", "pretrained-teacher mode: the teacher's discriminator, the one judging its outputs (an InstanceNorm PatchGAN: CycleGAN latest_net_D_A.pth, which judges G_A(A) against real B; latest_net_D_B.pth with data.direction=BtoA; a .safetensors, or a dcdgan run's .ckpt); the discriminator starts from it instead of from scratch")
     ndf: int | None = opt(None, "discriminator width; auto = the task's (CycleGAN 64, pix2pix 128 as in the DCD pix2pix scripts)")
     n_layers_D: int = opt(3, "discriminator stride-2 layers")
 

@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from dcdgan import runs
-from dcdgan.assembly import Networks, build_networks, dcd_taps, student_spec, teacher_spec, uses_dcd
+from dcdgan.assembly import Networks, build_networks, cyclegan_name_notices, dcd_taps, student_spec, teacher_spec, uses_dcd
 from dcdgan.checkpoint import load_checkpoint, load_newest, rank_state, restore_run, run_state, save_checkpoint, save_rotating, set_rng_state
 from dcdgan.config import Config, pretrained_teacher, to_dict
 from dcdgan.data import DataRoot, EpochSampler
@@ -132,6 +132,8 @@ def setup(cfg: Config, run_dir: Path, resume: bool, quiet: bool) -> Run:
         say(accelerator, "train.mixed_precision=fp16 needs a GPU; on CPU this run trains in fp32 (bf16 works on CPU)")
     if cfg.model.teacher_weights and not pretrained_teacher(cfg):
         say(accelerator, "model.teacher_weights is not used with distill.method=none: the student trains alone, from scratch")
+    for line in cyclegan_name_notices(cfg):
+        say(accelerator, line)
     state_path, state = load_newest(runs.last_checkpoint(run_dir).parent, lambda line: say(accelerator, line)) if resume else (None, None)
     set_seed(cfg.train.seed)
     started = time.time()
