@@ -115,7 +115,9 @@ def test_pretrained_teacher_stays_frozen(tmp_path, offline):
     assert "gen" not in state["optimizers"] and "G_L1" not in records(run)[0]
     # a frozen teacher never changes: validation does not score it, and it is delivered as it is
     assert any("val/l1" in r for r in records(run)) and not any("val/teacher_l1" in r for r in records(run))
-    assert json.loads((run / "teacher.json").read_text())["chosen"] == "last"
+    delivered = json.loads((run / "teacher.json").read_text())
+    assert delivered["chosen"] == "pretrained, frozen" and delivered["selection"] is None
+    assert delivered["source"] == str(source / "teacher.safetensors")
 
 
 def test_method_none_says_it_does_not_use_a_teacher_file(tmp_path, offline, capsys):

@@ -81,3 +81,11 @@ def test_bursts_come_after_every_burst_every_teacher_epochs_counted_from_one():
                                               "train.nepochs_decay=0"])
     kinds = "".join("T" if p.kind == TASK else "S" for p in build_plan(cfg, train_size=8, student_size=8))
     assert kinds == "TTTSSSTTTSSSTSSS"  # after teacher epochs 3 and 6, and a final burst after the 7th
+
+
+def test_a_pretrained_frozen_teacher_gets_no_teacher_epochs_whatever_the_schedule():
+    """burst with a frozen teacher: no teacher to train between bursts, so every step trains the student (and D)."""
+    cfg = load_config("quickstart_unpaired", ["distill.schedule=burst", "distill.burst_every=2", "train.nepochs=2", "train.nepochs_decay=1",
+                                              "model.teacher_weights=teacher.safetensors"])
+    plan = build_plan(cfg, train_size=8, student_size=6)
+    assert [(p.kind, p.epoch, p.epochs, p.steps) for p in plan] == [(JOINT, 0, 3, 2), (JOINT, 1, 3, 2), (JOINT, 2, 3, 2)]

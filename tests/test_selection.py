@@ -138,6 +138,19 @@ def test_burst_student_learns_from_the_best_teacher_so_far(tmp_path, offline, sc
     assert not same_weights(last["networks"]["snapshot"], last["networks"]["gen_ab"])
 
 
+def test_burst_with_select_teacher_off_delivers_the_last_teacher(tmp_path, offline, scripted, tiny_inception):
+    """eval.select_teacher=false: the snapshot is still the best teacher (distill.teacher_snapshot=best), but the
+    delivered teacher.safetensors is the last one, labelled so, as the README promises."""
+    fid = ["eval.metric=fid", f"eval.inception={tiny_inception}", "distill.teacher_snapshot=best", "eval.select_teacher=false"]
+    scripted([1.0], teacher=[2.0, 1.0, 3.0])
+    run = distill(tmp_path / "run", "quickstart_unpaired", *BURST, *fid)
+    last = load_checkpoint(run / "checkpoints" / "last.ckpt")
+    assert last["selection"]["teacher_best_step"] == 6
+    teacher = json.loads((run / "teacher.json").read_text())
+    assert (teacher["chosen"], teacher["step"], teacher["selection"]) == ("last", 12, None)
+    assert same_weights(load_file(run / "teacher.safetensors"), last["networks"]["gen_ab"])
+
+
 def test_burst_latest_snapshot_is_the_teacher_at_the_last_burst(tmp_path, offline):
     run = distill(tmp_path / "run", "quickstart_unpaired", *BURST, "train.nepochs=2", "distill.teacher_snapshot=latest")
     short = distill(tmp_path / "short", "quickstart_unpaired", *BURST, "train.nepochs=2", "train.max_steps=6")

@@ -139,3 +139,25 @@ def test_public_cyclegan_pair_d_a_is_the_discriminator_beside_g_a_and_d_b_gets_a
         f"notice: model.teacher_disc_weights={files['D_A']}: CycleGAN's D_A judges domain B images, not the outputs of the "
         "B->A (data.direction=BtoA) teacher; their discriminator is latest_net_D_B.pth",
     ]
+
+
+def test_pretrained_teacher_with_the_burst_schedule_trains_the_student_from_the_first_step(tmp_path, offline, capsys):
+    """Tried as a new user would: a CycleGAN burst recipe with model.teacher_weights. The plan would open with teacher
+    epochs that have no teacher to train (only D_B would learn); instead every step trains the student beside D_B,
+    the frozen teacher is never scored or re-selected, and teacher.json says what it is."""
+    source = distill(tmp_path / "source", "quickstart_unpaired", "train.max_steps=1")
+    weights = source / "teacher.safetensors"
+    capsys.readouterr()
+    run = distill(tmp_path / "run", "quickstart_unpaired", "distill.schedule=burst", "distill.burst_every=1", "data.max_train_images=4",
+                  "train.batch_size=2", "train.nepochs=2", "train.nepochs_decay=0", "train.max_steps=3", "eval.every=1",
+                  f"model.teacher_weights={weights}")
+    assert ("distill.schedule=burst with a pretrained, frozen teacher: there are no teacher epochs to run, so the student trains from the "
+            "first step, beside the discriminator (as distill.schedule=interleaved)") in capsys.readouterr().out.splitlines()
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["phase"], set(r) - {"step", "phase", "epoch", "lr"}) for r in records if "phase" in r] == [("joint", {"D_B", "S_dcd"})] * 3
+    assert not any("val/teacher_l1" in r for r in records) and [r["step"] for r in records if "val/l1" in r] == [1, 2, 3]
+    state = load_checkpoint(run / "checkpoints" / "last.ckpt")
+    assert set(state["networks"]) == {"gen_ab", "disc_b", "student", "projector"}  # no burst snapshot
+    assert state["selection"]["teacher_best_step"] is None
+    delivered = json.loads((run / "teacher.json").read_text())
+    assert (delivered["chosen"], delivered["selection"], delivered["source"]) == ("pretrained, frozen", None, str(weights))

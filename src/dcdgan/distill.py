@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from dcdgan import runs
 from dcdgan.assembly import Networks, build_networks, cyclegan_name_notices, dcd_taps, student_spec, teacher_spec, uses_dcd
 from dcdgan.checkpoint import load_checkpoint, load_newest, rank_state, restore_run, run_state, save_checkpoint, save_rotating, set_rng_state
-from dcdgan.config import Config, pretrained_teacher, to_dict
+from dcdgan.config import Config, burst_plan, pretrained_teacher, to_dict
 from dcdgan.data import DataRoot, EpochSampler
 from dcdgan.errors import UserError
 from dcdgan.evaluate import batches, evaluate_run
@@ -132,6 +132,9 @@ def setup(cfg: Config, run_dir: Path, resume: bool, quiet: bool) -> Run:
         say(accelerator, "train.mixed_precision=fp16 needs a GPU; on CPU this run trains in fp32 (bf16 works on CPU)")
     if cfg.model.teacher_weights and not pretrained_teacher(cfg):
         say(accelerator, "model.teacher_weights is not used with distill.method=none: the student trains alone, from scratch")
+    if cfg.distill.schedule == "burst" and pretrained_teacher(cfg):
+        say(accelerator, "distill.schedule=burst with a pretrained, frozen teacher: there are no teacher epochs to run, so the student "
+                         "trains from the first step, beside the discriminator (as distill.schedule=interleaved)")
     for line in cyclegan_name_notices(cfg):
         say(accelerator, line)
     state_path, state = load_newest(runs.last_checkpoint(run_dir).parent, lambda line: say(accelerator, line)) if resume else (None, None)
@@ -141,7 +144,7 @@ def setup(cfg: Config, run_dir: Path, resume: bool, quiet: bool) -> Run:
     # ---- data
     data = DataRoot(cfg.data, exclude=bad_images)
     train_set = data.train_dataset()
-    student_set = data.train_inputs() if cfg.distill.schedule == "burst" and cfg.distill.method != "none" else None
+    student_set = data.train_inputs() if burst_plan(cfg) else None
     plan = build_plan(cfg, len(train_set), len(student_set) if student_set is not None else 0, accelerator.num_processes)
 
     # ---- networks, objectives, optimizers
@@ -359,14 +362,15 @@ def scores_teacher_at_validation(run: Run) -> bool:
 
 
 def validate_teacher(run: Run, step: int) -> bool:
-    """Score the teacher (once, broadcast); when it is the best so far, it becomes teacher.safetensors. Returns that."""
+    """Score the teacher (once, broadcast); when it is the best so far, it becomes teacher.safetensors (with
+    eval.select_teacher) and, for the burst schedule, the snapshot. Returns whether it is the best so far."""
     sel, metric = run.selection, run.validator.teacher_metric()
     score = run.validator.score_teacher(run.nets.teacher)
     run.metrics_log.write({"step": step, f"val/teacher_{metric}": score})
     if not sel.teacher_improves(score):
         return False
     sel.teacher_best_score, sel.teacher_best_step = score, step
-    if run.accelerator.is_main_process:
+    if run.cfg.eval.select_teacher and run.accelerator.is_main_process:  # false: the snapshot may be chosen, the deliverable is the last
         chosen = {"chosen": "best on validation", "selection": {"metric": metric, "score": score, "split": run.cfg.data.val_split}}
         save_generator(run.run_dir / "teacher.safetensors", run.accelerator.unwrap_model(run.nets.teacher), teacher_spec(run.cfg),
                        deliverable_info(run.cfg, step, "teacher") | chosen)
@@ -444,8 +448,8 @@ def deliverable_info(cfg: Config, step: int, role: str) -> dict:
 def write_deliverables(run: Run, step: int) -> None:
     """student.safetensors: the best-on-validation student when selection ran, else the last; student_last.safetensors:
     the last. The same for the teacher: its best is written when it is scored (validate_teacher: at validations, or
-    when a burst begins); unscored (pretrained, eval.select_teacher=false, no metric), teacher.safetensors is the last
-    teacher and says so."""
+    when a burst begins); unscored (eval.select_teacher=false, no metric), teacher.safetensors is the last teacher and
+    says so; a pretrained teacher is delivered as loaded, "pretrained, frozen"."""
     cfg, acc, nets, sel = run.cfg, run.accelerator, run.nets, run.selection
     out = run.run_dir
     last = {"chosen": "last", "selection": None}
@@ -462,9 +466,13 @@ def write_deliverables(run: Run, step: int) -> None:
     if nets.teacher is None:
         return
     teacher = acc.unwrap_model(nets.teacher)
-    save_generator(out / "teacher_last.safetensors", teacher, teacher_spec(cfg), deliverable_info(cfg, step, "teacher") | last)
-    if sel.teacher_best_step is None or not (out / "teacher.safetensors").is_file():
-        save_generator(out / "teacher.safetensors", teacher, teacher_spec(cfg), deliverable_info(cfg, step, "teacher") | last)
+    info = deliverable_info(cfg, step, "teacher")
+    save_generator(out / "teacher_last.safetensors", teacher, teacher_spec(cfg), info | last)
+    if pretrained_teacher(cfg):  # never trained here, never scored: delivered as it was loaded
+        frozen = {"chosen": "pretrained, frozen", "selection": None, "source": cfg.model.teacher_weights}
+        save_generator(out / "teacher.safetensors", teacher, teacher_spec(cfg), info | frozen)
+    elif not cfg.eval.select_teacher or sel.teacher_best_step is None or not (out / "teacher.safetensors").is_file():
+        save_generator(out / "teacher.safetensors", teacher, teacher_spec(cfg), info | last)
 
 
 def unwrap_or_none(accelerator: Accelerator, net: torch.nn.Module | None) -> torch.nn.Module | None:
