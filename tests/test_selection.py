@@ -185,3 +185,30 @@ def test_unpaired_l1_validation_is_the_distance_to_the_teacher(tmp_path, offline
         to_b = (student(a) - read_images(folder_data["unpaired"] / "valB")).abs().mean().item()
     assert records(run, "val/l1") == [(2, pytest.approx(expected, rel=1e-5))]
     assert abs(expected - to_b) > 1e-3  # unpaired B images are not targets of these inputs
+
+
+def test_eval_and_the_final_table_score_the_delivered_teacher(tmp_path, offline, scripted, capsys):
+    """teacher.safetensors (its best on validation, step 2) is what demo, export and translate use: the final table
+    and `dcdgan eval` score that one, labelled, not the teacher of last.ckpt (step 3)."""
+    from dcdgan.evaluate import evaluate_run, generator_from_checkpoint, score_generator
+    from dcdgan.config import config_from_dict
+    from dcdgan.data import DataRoot
+
+    scripted([2.0, 1.0, 4.0], teacher=[2.0, 1.0, 3.0])
+    capsys.readouterr()
+    run = distill(tmp_path / "run", "quickstart", "eval.every=1", "train.max_steps=3", "eval.final=true", "eval.metric=l1",
+                  "eval.inception=no-such-file")  # no Inception: the final table without FID
+    table = capsys.readouterr().out
+    assert [line.split()[:4] for line in table.splitlines() if line.startswith("teacher")] == [["teacher", "(best", "on", "val)"]]
+    assert [line.split()[4] for line in table.splitlines() if line.startswith("teacher")] == ["2"]
+    metrics = evaluate_run(run, split="test", fid="skip", quiet=True)
+    teacher = metrics["models"]["teacher"]
+    assert (teacher["step"], teacher["source"], teacher["chosen"]) == (2, "teacher.safetensors", "best on validation")
+    # its PSNR is the step-2 teacher's, not the last one's
+    last = load_checkpoint(run / "checkpoints" / "last.ckpt")
+    cfg = config_from_dict(last["config"])
+    dataset = DataRoot(cfg.data).eval_dataset("test")
+    delivered, _ = load_generator(run / "teacher.safetensors")
+    expected = score_generator(delivered, dataset, torch.device("cpu"), cfg.eval.batch_size, cfg.eval.max_images, quiet_bar=True)["psnr"]
+    at_last = score_generator(generator_from_checkpoint(last, "teacher"), dataset, torch.device("cpu"), cfg.eval.batch_size, cfg.eval.max_images, quiet_bar=True)["psnr"]
+    assert teacher["psnr"] == expected and teacher["psnr"] != at_last
