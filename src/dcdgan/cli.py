@@ -16,8 +16,8 @@ DESCRIPTION = "dcdgan: compress pix2pix/CycleGAN generators with Discriminator-C
 
 
 def cmd_distill(args: argparse.Namespace) -> int:
-    from dcdgan.checkpoint import check_compatible, load_newest
-    from dcdgan.config import apply_overrides, config_from_dict, help_text, load_config, to_dict, to_yaml
+    from dcdgan.checkpoint import load_newest
+    from dcdgan.config import apply_overrides, config_from_dict, help_text, load_config, to_yaml
     from dcdgan.distill import distill
     from dcdgan.runs import default_run_dir, last_checkpoint, require_run_dir
 
@@ -28,9 +28,8 @@ def cmd_distill(args: argparse.Namespace) -> int:
     if args.resume:
         run_dir = Path(args.resume)
         require_run_dir(run_dir)
-        path, state = load_newest(last_checkpoint(run_dir).parent)  # an unreadable newest: the previous one (distill says so)
-        cfg = apply_overrides(config_from_dict(state["config"]), overrides)
-        check_compatible(state, to_dict(cfg), path)
+        _, state = load_newest(last_checkpoint(run_dir).parent)  # an unreadable newest: the previous one (distill says so)
+        cfg = apply_overrides(config_from_dict(state["config"]), overrides)  # distill checks it against the checkpoint first
     else:
         cfg = load_config(source or "quickstart", overrides)
         run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(cfg)

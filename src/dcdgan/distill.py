@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from dcdgan import runs
 from dcdgan.assembly import Networks, build_networks, cyclegan_name_notices, dcd_taps, student_spec, teacher_spec, uses_dcd
-from dcdgan.checkpoint import load_checkpoint, load_newest, rank_state, restore_run, run_state, save_checkpoint, save_rotating, set_rng_state
+from dcdgan.checkpoint import load_checkpoint, rank_state, restore_run, run_state, save_checkpoint, save_rotating, set_rng_state
 from dcdgan.config import Config, burst_plan, pretrained_teacher, to_dict
 from dcdgan.data import DataRoot, EpochSampler
 from dcdgan.errors import UserError
@@ -118,6 +118,8 @@ class Run:
 
 def setup(cfg: Config, run_dir: Path, resume: bool, quiet: bool) -> Run:
     """Data, networks, optimizers, accelerator, validation and (on resume) the restored state."""
+    warnings: list[str] = []
+    state_path, state = runs.open_for_resume(run_dir, cfg, warnings.append) if resume else (None, None)  # first: a wrong config fails at once
     bad_images = check_before_training(cfg, run_dir, quiet)  # every image of every split, before compute is spent
     accelerator = Accelerator(
         mixed_precision=cfg.train.mixed_precision,
@@ -137,7 +139,8 @@ def setup(cfg: Config, run_dir: Path, resume: bool, quiet: bool) -> Run:
                          "trains from the first step, beside the discriminator (as distill.schedule=interleaved)")
     for line in cyclegan_name_notices(cfg):
         say(accelerator, line)
-    state_path, state = load_newest(runs.last_checkpoint(run_dir).parent, lambda line: say(accelerator, line)) if resume else (None, None)
+    for line in warnings:  # an unreadable newest checkpoint: resumed from an older one
+        say(accelerator, line)
     set_seed(cfg.train.seed)
     started = time.time()
 
