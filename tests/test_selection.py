@@ -187,6 +187,28 @@ def test_unpaired_l1_validation_is_the_distance_to_the_teacher(tmp_path, offline
     assert abs(expected - to_b) > 1e-3  # unpaired B images are not targets of these inputs
 
 
+def test_unpaired_l1_selection_compares_every_step_with_the_same_teacher(tmp_path, offline, folder_data):
+    """The teacher trains: scores against its current outputs would each have another reference. The reference is
+    the teacher of the first validation (step 1), kept; student.json says so."""
+    data = [f"data.root={folder_data['unpaired']}", "train.batch_size=4", "eval.metric=l1", "eval.max_images=0", "eval.every=1"]
+    run = distill(tmp_path / "run", "quickstart_unpaired", *data, "train.max_steps=2")
+    first = distill(tmp_path / "first", "quickstart_unpaired", *data, "train.max_steps=1")  # the same run, stopped at step 1
+    student, _ = load_generator(run / "student_last.safetensors")
+    teacher_1, _ = load_generator(first / "teacher_last.safetensors")
+    teacher_2, _ = load_generator(run / "teacher_last.safetensors")
+    a = read_images(folder_data["unpaired"] / "valA")
+    with torch.no_grad():
+        expected = (student.eval()(a) - teacher_1.eval()(a)).abs().mean().item()
+        moving = (student(a) - teacher_2.eval()(a)).abs().mean().item()
+    assert records(run, "val/l1")[1] == (2, pytest.approx(expected, rel=1e-5))
+    assert abs(expected - moving) > 1e-4  # the teacher moved between the two validations
+    selection = json.loads((run / "student.json").read_text())["selection"]
+    assert selection["reference"] == "L1 to the outputs of the teacher of step 1, copied at the first validation and fixed since"
+    # resumed, the run keeps comparing with the same copy
+    assert main(["distill", "--resume", str(first), "train.max_steps=2", "--quiet"]) == 0
+    assert records(first, "val/l1") == records(run, "val/l1")
+
+
 def test_eval_and_the_final_table_score_the_delivered_teacher(tmp_path, offline, scripted, capsys):
     """teacher.safetensors (its best on validation, step 2) is what demo, export and translate use: the final table
     and `dcdgan eval` score that one, labelled, not the teacher of last.ckpt (step 3)."""

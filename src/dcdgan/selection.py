@@ -13,11 +13,13 @@ from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list
 from torch import nn
 
-from dcdgan.config import Config
+from dcdgan.assembly import teacher_spec
+from dcdgan.config import Config, pretrained_teacher
 from dcdgan.data import DataRoot
 from dcdgan.evaluate import reference_stats, validation_score
 from dcdgan.metrics.fid import ReferenceStats
 from dcdgan.metrics.inception import FIDInception, inception_available, load_inception
+from dcdgan.nets import build_generator
 
 
 def choose_metric(cfg: Config) -> str | None:
@@ -40,6 +42,10 @@ class Selection:
     teacher_best_score: float | None = None
     teacher_best_step: int | None = None
     history: list[dict] = field(default_factory=list)
+    # Unpaired L1 with a teacher that trains: the fixed reference is the teacher of this step, copied once (its weights
+    # are kept here, so a resumed run compares with the same reference)
+    reference_step: int | None = None
+    reference_weights: dict | None = None
 
     def state(self) -> dict:
         """Checkpoint form."""
@@ -67,6 +73,8 @@ class Validator:
         self.cfg, self.data, self.accelerator, self.metric = cfg, data, accelerator, metric
         self.split = cfg.data.val_split
         self.unpaired = cfg.data.mode == "unpaired"
+        self.frozen_teacher = pretrained_teacher(cfg)
+        self.fixed_teacher: nn.Module | None = None  # unpaired L1: the teacher copy the student is compared with
         self.inception: FIDInception | None = None
         self.reference: ReferenceStats | None = None
         if metric == "fid" and accelerator.is_main_process:  # the statistics, like every score, exist on rank 0 only
@@ -77,9 +85,37 @@ class Validator:
         """The metric a teacher can be scored with (an unpaired teacher has no L1 target)."""
         return None if self.unpaired and self.metric == "l1" else self.metric
 
-    def score_student(self, student: nn.Module, teacher: nn.Module | None) -> float:
-        """The deliverable's score with the run's metric (unpaired L1 compares with ``teacher``'s output)."""
-        return self._score(student, self.metric, teacher if self.unpaired and self.metric == "l1" else None)
+    def compares_with_teacher(self) -> bool:
+        """Whether the student's score is its L1 to a teacher's outputs (unpaired data without FID: no target)."""
+        return self.unpaired and self.metric == "l1"
+
+    def score_student(self, student: nn.Module, teacher: nn.Module | None, selection: Selection, step: int) -> float:
+        """The deliverable's score with the run's metric; unpaired L1 compares with a fixed teacher (``l1_reference``)."""
+        return self._score(student, self.metric, self.l1_reference(teacher, selection, step) if self.compares_with_teacher() else None)
+
+    def l1_reference(self, teacher: nn.Module, selection: Selection, step: int) -> nn.Module:
+        """The teacher whose outputs unpaired L1 compares with, the same at every validation so that scores compare:
+        a pretrained teacher (frozen), else a copy of the online teacher taken at the first validation."""
+        if self.frozen_teacher:
+            return teacher
+        if selection.reference_weights is None:
+            state = self.accelerator.unwrap_model(teacher).state_dict()
+            selection.reference_step, selection.reference_weights = step, {k: v.detach().cpu().clone() for k, v in state.items()}
+        if self.fixed_teacher is None:
+            self.fixed_teacher = build_generator(teacher_spec(self.cfg))
+            self.fixed_teacher.load_state_dict(selection.reference_weights)
+            self.fixed_teacher = self.fixed_teacher.to(self.accelerator.device).eval().requires_grad_(False)
+        return self.fixed_teacher
+
+    def describe_reference(self, selection: Selection) -> str:
+        """What the student's score is measured against, for the deliverable's JSON."""
+        if self.metric == "fid":
+            return f"FID against the real target images of the {self.split} split"
+        if not self.compares_with_teacher():
+            return f"L1 to the real target images of the {self.split} split"
+        if self.frozen_teacher:
+            return "L1 to the outputs of the pretrained, frozen teacher"
+        return f"L1 to the outputs of the teacher of step {selection.reference_step}, copied at the first validation and fixed since"
 
     def score_teacher(self, teacher: nn.Module) -> float:
         """The teacher's score with ``teacher_metric()`` (call only when it is not None)."""
