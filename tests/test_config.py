@@ -122,3 +122,25 @@ def test_configs_of_older_releases_still_load(tmp_path):
     assert (cfg.model.teacher_norm, cfg.model.student_norm, cfg.model.teacher_dropout, cfg.model.student_dropout) == ("batch", "batch", 0.25, 0.25)
     (tmp_path / "config.yaml").write_text("model:\n  dropout: 0.5\n")
     assert load_config(str(tmp_path / "config.yaml")).model.student_dropout == 0.5
+
+
+def test_n_dis_of_older_configs_becomes_the_key_its_schedule_read_and_is_refused_as_an_override(tmp_path):
+    """distill.n_dis meant the interleaved update period or the burst ratio, whichever the schedule read; today each
+    meaning has its own key. Stored configs and old YAML files map by their schedule; an override cannot tell."""
+    from dcdgan.config import config_from_dict, to_dict
+
+    stored = to_dict(load_config("quickstart"))
+    del stored["distill"]["task_every"], stored["distill"]["burst_ratio"]
+    stored["distill"]["n_dis"] = 3
+    cfg = config_from_dict(stored)
+    assert (cfg.distill.task_every, cfg.distill.burst_ratio) == (3, 1)
+    (tmp_path / "burst.yaml").write_text("task: cyclegan\ndata:\n  root: builtin:shoes_unpaired\n  mode: unpaired\ndistill:\n  schedule: burst\n  n_dis: 4\n")
+    cfg = load_config(str(tmp_path / "burst.yaml"))
+    assert (cfg.distill.task_every, cfg.distill.burst_ratio) == (1, 4)
+    with pytest.raises(UserError) as err:
+        load_config("quickstart", ["distill.n_dis=2"])
+    assert str(err.value) == (
+        "distill.n_dis was split in two keys: distill.task_every (interleaved schedule: the teacher and discriminators update every N steps) "
+        "and distill.burst_ratio (burst schedule: student epochs per teacher epoch); set the one your schedule reads"
+    )
+    assert load_config("horse2zebra").distill.burst_ratio == 4 and load_config("quickstart").distill.task_every == 1

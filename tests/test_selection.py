@@ -116,7 +116,7 @@ def test_selection_state_survives_resume(tmp_path, offline, scripted):
     assert json.loads((run / "teacher.json").read_text())["step"] == 5
 
 
-BURST = ["distill.schedule=burst", "distill.burst_every=1", "distill.n_dis=1", "train.nepochs=3", "train.nepochs_decay=0",
+BURST = ["distill.schedule=burst", "distill.burst_every=1", "distill.burst_ratio=1", "train.nepochs=3", "train.nepochs_decay=0",
          "data.max_train_images=4", "train.batch_size=2", "eval.max_images=8"]
 
 

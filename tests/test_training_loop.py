@@ -25,8 +25,8 @@ def train_records(run_dir: Path) -> list[dict]:
     return [r for r in lines if "phase" in r]
 
 
-def test_n_dis_updates_the_task_networks_every_n_steps(tmp_path, offline):
-    run = distill(tmp_path / "run", "quickstart", "distill.n_dis=2", "train.max_steps=4")
+def test_task_every_updates_the_task_networks_every_n_steps(tmp_path, offline):
+    run = distill(tmp_path / "run", "quickstart", "distill.task_every=2", "train.max_steps=4")
     keys = [set(r) - {"step", "phase", "epoch", "lr"} for r in train_records(run)]
     task = {"D", "G_gan", "G_L1"}
     assert [task <= k for k in keys] == [True, False, True, False]  # steps 1 and 3 (counters 0 and 2)

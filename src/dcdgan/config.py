@@ -77,7 +77,8 @@ class LossConfig:
 class DistillConfig:
     method: str = opt("dcd", "none: student trained alone on the task losses; omgd: + teacher VGG style/feature losses; dcd: omgd + the DCD loss", ("none", "omgd", "dcd"))
     schedule: str = opt("interleaved", "interleaved: student and teacher step on the same batches; burst (CycleGAN reference): student epochs in bursts against a teacher snapshot", ("interleaved", "burst"))
-    n_dis: int = opt(1, "interleaved: teacher/discriminator update every n_dis steps; burst: student epochs per teacher epoch")
+    task_every: int = opt(1, "interleaved schedule: the teacher and discriminators update every task_every steps, the student every step (the reference's n_dis for pix2pix)")
+    burst_ratio: int = opt(1, "burst schedule: student epochs per teacher epoch; a burst is burst_ratio x burst_every student epochs (the reference's n_dis for CycleGAN: 4)")
     burst_every: int = opt(10, "burst: teacher epochs between student bursts (reference save_epoch_freq)")
     teacher_snapshot: str = opt("best", "burst: student learns from the best-on-validation teacher so far, or the latest", ("best", "latest"))
     lambda_dcd: float | None = opt(None, "weight of the DCD loss; auto = the task's (spec: CycleGAN 0.1, pix2pix 1)")
@@ -292,6 +293,8 @@ def _apply(target: Any, values: dict, prefix: str, cfg: Config) -> None:
     hints = typing.get_type_hints(type(target))
     for key, value in values.items():
         dotted = f"{prefix}{key}"
+        if dotted == "distill.n_dis":  # files are upgraded by their schedule; an override alone cannot tell which it means
+            raise UserError(N_DIS_SPLIT)
         if key not in fields:
             raise UserError(f"unknown config key {dotted!r}; valid keys: {', '.join(valid_keys(cfg))}")
         current = getattr(target, key)
@@ -358,15 +361,29 @@ def load_config(source: str | None = None, overrides: list[str] = ()) -> Config:
     return apply_overrides(cfg, list(overrides))
 
 
+N_DIS_SPLIT = ("distill.n_dis was split in two keys: distill.task_every (interleaved schedule: the teacher and discriminators "
+               "update every N steps) and distill.burst_ratio (burst schedule: student epochs per teacher epoch); set the one your schedule reads")
+
+
 def upgrade_stored(values: dict) -> dict:
-    """A stored config of an older dcdgan in today's keys: ``model.norm``/``model.dropout`` applied to both generators."""
+    """A stored config (or YAML file) of an older dcdgan in today's keys: ``model.norm``/``model.dropout`` applied to both
+    generators; ``distill.n_dis`` becomes the key of the meaning its schedule read (only one of its two was ever used)."""
+    upgraded = dict(values)
     model = dict(values.get("model") or {})
     for old in ("norm", "dropout"):
         if old in model:
             value = model.pop(old)
             for role in ("teacher", "student"):
                 model.setdefault(f"{role}_{old}", value)
-    return {**values, "model": model} if "model" in values else values
+    if "model" in values:
+        upgraded["model"] = model
+    distill = values.get("distill")
+    if isinstance(distill, dict) and "n_dis" in distill:
+        distill = dict(distill)
+        value = distill.pop("n_dis")
+        distill.setdefault("burst_ratio" if distill.get("schedule", "interleaved") == "burst" else "task_every", value)
+        upgraded["distill"] = distill
+    return upgraded
 
 
 def config_from_dict(values: dict) -> Config:
@@ -435,7 +452,8 @@ def validate(cfg: Config) -> None:
         "model.teacher_ngf": cfg.model.teacher_ngf,
         "model.student_ngf": cfg.model.student_ngf,
         "model.ndf": cfg.model.ndf,
-        "distill.n_dis": dist.n_dis,
+        "distill.task_every": dist.task_every,
+        "distill.burst_ratio": dist.burst_ratio,
         "distill.burst_every": dist.burst_every,
         "eval.batch_size": cfg.eval.batch_size,
         "train.keep_checkpoints": t.keep_checkpoints,

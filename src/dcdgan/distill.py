@@ -316,7 +316,7 @@ def scheduled_step(run: Run, phase: Phase, step: int, batch: dict) -> Losses:
     """The step kind the plan schedules, given what it needs."""
     up, nets, opts = run.updater, run.nets, run.optimizers
     if phase.kind == JOINT:
-        return joint_step(up, nets, opts, run.task, run.student, batch, update_task=step % run.cfg.distill.n_dis == 0)
+        return joint_step(up, nets, opts, run.task, run.student, batch, update_task=step % run.cfg.distill.task_every == 0)
     if phase.kind == TASK:
         return task_step(up, nets, opts, run.task, batch)
     return burst_student_step(up, nets, opts, run.student, batch)

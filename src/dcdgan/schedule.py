@@ -43,7 +43,7 @@ def build_plan(cfg: Config, train_size: int, student_size: int, processes: int =
     if not burst_plan(cfg):  # a pretrained, frozen teacher: the student trains from the first step whatever the schedule
         kind = TASK if d.method == "none" else JOINT
         return [Phase(kind, e, e, epochs, steps) for e in range(epochs)]
-    burst = d.n_dis * d.burst_every
+    burst = d.burst_ratio * d.burst_every
     n_bursts = math.ceil(epochs / d.burst_every)
     student_steps = math.ceil(student_size / bs)
     plan: list[Phase] = []
