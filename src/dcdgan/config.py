@@ -429,6 +429,20 @@ def student_owns_disc(cfg: Config) -> bool:
     return d.student_gan_disc == "own" and d.student_gan_weight > 0 and d.method != "none"
 
 
+def ignored_settings(cfg: Config) -> list[str]:
+    """One warning line per setting that this config makes do nothing (the run goes on without it)."""
+    d, lines = cfg.distill, []
+    if d.method == "none":
+        return lines
+    if d.student_gan_disc == "own" and d.student_gan_weight == 0:
+        lines.append("warning: distill.student_gan_disc=own does nothing while distill.student_gan_weight=0: the student has no GAN term, "
+                     "so no discriminator of its own is built")
+    if cfg.perceptual.weights == "none" and (d.lambda_style > 0 or d.lambda_feat > 0):
+        lines.append(f"warning: perceptual.weights=none turns the VGG losses off, so distill.lambda_style={d.lambda_style:g} and "
+                     f"distill.lambda_feat={d.lambda_feat:g} do nothing")
+    return lines
+
+
 def pretrained_teacher(cfg: Config) -> bool:
     """Pretrained-teacher mode: the A->B teacher is loaded and frozen; its discriminator trains (from scratch unless given)."""
     return bool(cfg.model.teacher_weights) and cfg.distill.method != "none"

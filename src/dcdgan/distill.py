@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from dcdgan import runs
 from dcdgan.assembly import Networks, build_networks, cyclegan_name_notices, dcd_taps, student_spec, teacher_spec, uses_dcd
 from dcdgan.checkpoint import load_checkpoint, rank_state, restore_run, run_state, save_checkpoint, save_rotating, set_rng_state
-from dcdgan.config import Config, burst_plan, pretrained_teacher, to_dict
+from dcdgan.config import Config, burst_plan, ignored_settings, pretrained_teacher, to_dict
 from dcdgan.data import DataRoot, EpochSampler
 from dcdgan.errors import UserError
 from dcdgan.evaluate import batches, evaluate_run
@@ -137,7 +137,7 @@ def setup(cfg: Config, run_dir: Path, resume: bool, quiet: bool) -> Run:
     if cfg.distill.schedule == "burst" and pretrained_teacher(cfg):
         say(accelerator, "distill.schedule=burst with a pretrained, frozen teacher: there are no teacher epochs to run, so the student "
                          "trains from the first step, beside the discriminator (as distill.schedule=interleaved)")
-    for line in cyclegan_name_notices(cfg):
+    for line in ignored_settings(cfg) + cyclegan_name_notices(cfg):
         say(accelerator, line)
     for line in warnings:  # an unreadable newest checkpoint: resumed from an older one
         say(accelerator, line)
@@ -250,10 +250,11 @@ def setup_perceptual(cfg: Config, accelerator: Accelerator) -> tuple[VGGPerceptu
                 f"VGG16 weights {resolved.source}; set perceptual.weights=FILE or ${VGG_ENV_VAR}, "
                 "or perceptual.on_missing=pixel for the weight-free setting"
             )
+        replaced = f", replacing distill.lambda_pixel={d.lambda_pixel:g}" if d.lambda_pixel > 0 else ""
         say(
             accelerator,
             f"VGG16 weights {resolved.source}: using the weight-free setting (L1 to the teacher output x{cfg.perceptual.fallback_lambda:g} "
-            f"instead of VGG style/feature losses); set ${VGG_ENV_VAR} or perceptual.weights=FILE to use them",
+            f"instead of VGG style/feature losses{replaced}); set ${VGG_ENV_VAR} or perceptual.weights=FILE to use them",
         )
         return None, cfg.perceptual.fallback_lambda
     vgg = resolved.model
