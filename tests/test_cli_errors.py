@@ -77,6 +77,17 @@ def test_resume_that_adds_the_students_own_discriminator_is_refused_first_naming
     check_compatible(load_checkpoint(ckpt), to_dict(apply_overrides(config_from_dict(load_checkpoint(ckpt)["config"]), ["distill.student_gan_weight=2"])), ckpt)
 
 
+def test_resume_refuses_a_config_or_another_run_dir_it_would_ignore(small_run, capsys, tmp_path):
+    assert main(["distill", "quickstart_unpaired", "train.max_steps=2", "--resume", str(small_run), "--quiet"]) == 2
+    assert one_line_error(capsys) == (f"dcdgan distill: error: --resume {small_run} continues with the run's own config: drop quickstart_unpaired "
+                                      "(key=value overrides still apply)")
+    assert main(["distill", "--resume", str(small_run), "--run-dir", str(tmp_path / "other"), "train.max_steps=2", "--quiet"]) == 2
+    assert one_line_error(capsys) == f"dcdgan distill: error: --resume {small_run} continues in that run's directory: drop --run-dir {tmp_path / 'other'}"
+    # the same folder named twice is no conflict (and --print-config shows the run's own config, the override applied)
+    assert main(["distill", "--resume", str(small_run), "--run-dir", str(small_run), "train.max_steps=2", "--print-config"]) == 0
+    assert "  max_steps: 2\n" in capsys.readouterr().out
+
+
 def test_student_without_any_loss(tmp_path, capsys, offline):
     args = ["distill", "quickstart", *TINY_RUN, "distill.method=omgd", "train.max_steps=1", "--run-dir", str(tmp_path / "r"), "--quiet"]
     assert main(args) == 2  # omgd without VGG (perceptual.weights=none), no DCD, no GAN term: nothing to learn from

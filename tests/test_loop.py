@@ -130,7 +130,7 @@ def test_nonfinite_loss_stops_naming_term_and_step_and_keeps_the_checkpoint(tmp_
     run = distill(tmp_path, "run", "train.max_steps=2")
     saved = (run / "checkpoints" / "last.ckpt").read_bytes()
     capsys.readouterr()
-    assert resume(run, "train.max_steps=5", "loss.lambda_recon=inf") == 2
+    assert resume(run, "train.max_steps=5", "loss.lambda_recon=inf") == 3  # its own exit code: the input was not bad
     err = capsys.readouterr().err.strip()
     assert "\n" not in err
     assert err.startswith("dcdgan distill: error: step 3: loss G_L1 is not finite; stopped, keeping") and "(step 2)" in err
@@ -151,7 +151,7 @@ def test_skip_drops_the_nonfinite_update_and_stops_after_the_limit(tmp_path, off
     assert state["step"] == 4
     assert all(torch.equal(v, state["networks"]["gen_ab"][k]) for k, v in teacher_before.items())  # no G update applied
     assert all(math.isfinite(v) for r in train_records(run) for k, v in r.items() if isinstance(v, float))
-    assert resume(run, "train.max_steps=8", "loss.lambda_recon=inf", "train.on_nonfinite=skip", "train.skip_limit=2") == 2
+    assert resume(run, "train.max_steps=8", "loss.lambda_recon=inf", "train.on_nonfinite=skip", "train.skip_limit=2") == 3
     assert "step 6: 2 steps in a row had non-finite losses (G_L1); stopped" in capsys.readouterr().err
 
 

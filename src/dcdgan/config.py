@@ -353,12 +353,20 @@ def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
     return cfg
 
 
+DEFAULT_RECIPE = "quickstart"  # what `dcdgan distill` (check, ...) and load_config() run without a config
+
+
 def load_config(source: str | None = None, overrides: list[str] = ()) -> Config:
-    """Defaults, then a YAML file or recipe name, then ``key=value`` overrides; validated."""
+    """Defaults, then a YAML file or recipe name (none given: the quickstart recipe, as the CLI), then ``key=value``
+    overrides; validated. ``paper_defaults`` gives the built-in defaults without a recipe."""
     cfg = Config()
-    if source:
-        _apply(cfg, _read_yaml(source), "", cfg)
+    _apply(cfg, _read_yaml(source or DEFAULT_RECIPE), "", cfg)
     return apply_overrides(cfg, list(overrides))
+
+
+def paper_defaults(overrides: list[str] = ()) -> Config:
+    """The built-in defaults (the papers' settings, no recipe), then ``key=value`` overrides; validated."""
+    return apply_overrides(Config(), list(overrides))
 
 
 N_DIS_SPLIT = ("distill.n_dis was split in two keys: distill.task_every (interleaved schedule: the teacher and discriminators "
