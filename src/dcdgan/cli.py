@@ -200,8 +200,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_check)
 
-    p = sub.add_parser("eval", help="FID/KID, PSNR/SSIM, params and MACs of a run's teacher and students -> metrics.json", description=(
-        "Evaluate the teacher and the last and best-on-validation students of a run on a split. FID uses the "
+    p = sub.add_parser("eval", help="FID/KID, PSNR/SSIM, params and MACs of a run's delivered teacher and students -> metrics.json", description=(
+        "Evaluate the delivered teacher (teacher.safetensors) and the last and best-on-validation students of a run on a split. FID uses the "
         "TF-2015 Inception (pytorch-fid convention); the reference is --ref, --ref-dir, or the split's target images."))
     p.add_argument("run", help="run directory or checkpoint file (or an exported .onnx/.xml/.pt2 inside a run directory)")
     p.add_argument("--model", help="score this exported model (.onnx, OpenVINO .xml, .pt2) on the run's split, beside the run's last student")
