@@ -30,8 +30,7 @@ from dcdgan.errors import UserError
 from dcdgan.evaluate import batches, evaluate_run
 from dcdgan.faults import NonFiniteLoss, StopRequest, check_step
 from dcdgan.nets import build_generator
-from dcdgan.perceptual import ENV_VAR as VGG_ENV_VAR
-from dcdgan.perceptual import VGGPerceptual, resolve_vgg
+from dcdgan.perceptual import setup_perceptual
 from dcdgan.pool import ImagePool
 from dcdgan.report import format_table, write_report
 from dcdgan.samples import save_sample_grid
@@ -154,7 +153,7 @@ def setup(cfg: Config, run_dir: Path, resume: bool, quiet: bool) -> Run:
     nets = build_networks(cfg)  # the same initial weights on every process (the seed above)
     if accelerator.num_processes > 1:
         set_seed(cfg.train.seed + accelerator.process_index)  # from here on each process draws its own dropout
-    vgg, pixel_weight = setup_perceptual(cfg, accelerator)
+    vgg, pixel_weight = setup_perceptual(cfg.distill, cfg.perceptual, accelerator.device, lambda line: say(accelerator, line))
     d = cfg.distill
     if d.method != "none" and vgg is None and pixel_weight == 0 and not uses_dcd(cfg) and d.student_gan_weight == 0 and d.lambda_target == 0:
         raise UserError("the student has no loss: enable VGG (distill.lambda_style/lambda_feat), dcd, distill.student_gan_weight or distill.lambda_target")
@@ -234,34 +233,6 @@ def plan_batches(cfg: Config, accelerator: Accelerator, plan: list[Phase], step:
         for index, batch in enumerate(loaders[phase.kind], start=offset):
             yield phase, index, batch
         offset = 0
-
-
-def setup_perceptual(cfg: Config, accelerator: Accelerator) -> tuple[VGGPerceptual | None, float]:
-    """(VGG or None, weight of the L1 to the teacher output); the one-line notice when the weight-free setting applies."""
-    d = cfg.distill
-    if d.method == "none":
-        return None, 0.0
-    if (d.lambda_style == 0 and d.lambda_feat == 0) or cfg.perceptual.weights == "none":
-        return None, d.lambda_pixel
-    resolved = resolve_vgg(cfg.perceptual.weights, cfg.perceptual.preprocess)
-    if resolved.model is None:
-        if cfg.perceptual.on_missing == "error":
-            raise UserError(
-                f"VGG16 weights {resolved.source}; set perceptual.weights=FILE or ${VGG_ENV_VAR}, "
-                "or perceptual.on_missing=pixel for the weight-free setting"
-            )
-        replaced = f", replacing distill.lambda_pixel={d.lambda_pixel:g}" if d.lambda_pixel > 0 else ""
-        say(
-            accelerator,
-            f"VGG16 weights {resolved.source}: using the weight-free setting (L1 to the teacher output x{cfg.perceptual.fallback_lambda:g} "
-            f"instead of VGG style/feature losses{replaced}); set ${VGG_ENV_VAR} or perceptual.weights=FILE to use them",
-        )
-        return None, cfg.perceptual.fallback_lambda
-    vgg = resolved.model
-    if cfg.perceptual.feature_scale:
-        vgg.feature_scale = cfg.perceptual.feature_scale
-    say(accelerator, f"VGG16 weights: {resolved.source} (preprocessing: {vgg.preprocess}, feature scale {vgg.feature_scale:.4g})")
-    return vgg.to(accelerator.device), d.lambda_pixel
 
 
 def make_optimizer(params: list, cfg: Config) -> torch.optim.Optimizer:
