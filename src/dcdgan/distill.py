@@ -22,14 +22,14 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from dcdgan import runs
-from dcdgan.assembly import Networks, build_networks, cyclegan_name_notices, dcd_taps, student_spec, teacher_spec, uses_dcd
+from dcdgan.assembly import Networks, build_networks, cyclegan_name_notices, dcd_taps, uses_dcd
 from dcdgan.checkpoint import load_checkpoint, rank_state, restore_run, run_state, save_checkpoint, save_rotating, set_rng_state
 from dcdgan.config import Config, burst_plan, ignored_settings, pretrained_teacher, to_dict
 from dcdgan.data import DataRoot, EpochSampler
+from dcdgan.deliverables import save_best_teacher, write_deliverables
 from dcdgan.errors import UserError
 from dcdgan.evaluate import batches, evaluate_run
 from dcdgan.faults import NonFiniteLoss, StopRequest, check_step
-from dcdgan.nets import build_generator
 from dcdgan.perceptual import setup_perceptual
 from dcdgan.pool import ImagePool
 from dcdgan.report import format_table, write_report
@@ -38,7 +38,6 @@ from dcdgan.scan import check_before_training
 from dcdgan.schedule import JOINT, STUDENT, TASK, Phase, build_plan, locate, phase_lr_factor, total_steps
 from dcdgan.selection import Selection, Validator, choose_metric, copy_into
 from dcdgan.steps import Losses, NonFiniteUpdate, Optimizers, StudentObjective, TaskObjective, Updater, burst_student_step, joint_step, task_step
-from dcdgan.weights import save_generator
 
 
 # ---------------------------------------------------------------- the loop
@@ -349,9 +348,7 @@ def validate_teacher(run: Run, step: int) -> bool:
         return False
     sel.teacher_best_score, sel.teacher_best_step = score, step
     if run.cfg.eval.select_teacher and run.accelerator.is_main_process:  # false: the snapshot may be chosen, the deliverable is the last
-        chosen = {"chosen": "best on validation", "selection": {"metric": metric, "score": score, "split": run.cfg.data.val_split}}
-        save_generator(run.run_dir / "teacher.safetensors", run.accelerator.unwrap_model(run.nets.teacher), teacher_spec(run.cfg),
-                       deliverable_info(run.cfg, step, "teacher") | chosen)
+        save_best_teacher(run.run_dir, run.accelerator.unwrap_model(run.nets.teacher), run.cfg, step, metric, score)
     return True
 
 
@@ -409,49 +406,17 @@ def finish(run: Run, step: int) -> None:
     save(run, step)
     save_samples(run, step)
     if acc.is_main_process:
-        write_deliverables(run, step)
+        sel = run.selection
+        student_record = None if sel.best_step is None else {
+            "metric": sel.metric, "score": sel.best_score, "split": cfg.data.val_split, "reference": run.validator.describe_reference(sel)}
+        write_deliverables(run.run_dir, cfg, step, acc.unwrap_model(nets.deliverable), unwrap_or_none(acc, nets.teacher), student_record,
+                           sel.teacher_best_step is not None)
         say(acc, f"trained {step} steps in {time.time() - run.started:.0f}s; run directory: {run.run_dir}")
         if cfg.eval.final:
             metrics = evaluate_run(run.run_dir, split=cfg.data.test_split, quiet=run.quiet, device=acc.device)
             say(acc, format_table(metrics))
         write_report(run.run_dir)
     acc.end_training()
-
-
-def deliverable_info(cfg: Config, step: int, role: str) -> dict:
-    """What the .json beside a delivered generator says about it."""
-    return {"image_size": cfg.data.crop_size, "direction": cfg.data.direction, "input_range": [-1, 1], "step": step, "task": cfg.task, "role": role}
-
-
-def write_deliverables(run: Run, step: int) -> None:
-    """student.safetensors: the best-on-validation student when selection ran, else the last; student_last.safetensors:
-    the last. The same for the teacher: its best is written when it is scored (validate_teacher: at validations, or
-    when a burst begins); unscored (eval.select_teacher=false, no metric), teacher.safetensors is the last teacher and
-    says so; a pretrained teacher is delivered as loaded, "pretrained, frozen"."""
-    cfg, acc, nets, sel = run.cfg, run.accelerator, run.nets, run.selection
-    out = run.run_dir
-    last = {"chosen": "last", "selection": None}
-    save_generator(out / "student_last.safetensors", acc.unwrap_model(nets.deliverable), student_spec(cfg), deliverable_info(cfg, step, "student") | last)
-    best_path = runs.best_checkpoint(out)
-    if sel.best_step is not None and best_path.is_file():
-        best = load_checkpoint(best_path)
-        student = build_generator(student_spec(cfg))
-        student.load_state_dict(best["networks"]["student" if nets.student is not None else "gen_ab"])
-        selection = {"metric": sel.metric, "score": sel.best_score, "split": cfg.data.val_split, "reference": run.validator.describe_reference(sel)}
-        chosen = {"chosen": "best on validation", "selection": selection}
-        save_generator(out / "student.safetensors", student, student_spec(cfg), deliverable_info(cfg, best["step"], "student") | chosen)
-    else:
-        save_generator(out / "student.safetensors", acc.unwrap_model(nets.deliverable), student_spec(cfg), deliverable_info(cfg, step, "student") | last)
-    if nets.teacher is None:
-        return
-    teacher = acc.unwrap_model(nets.teacher)
-    info = deliverable_info(cfg, step, "teacher")
-    save_generator(out / "teacher_last.safetensors", teacher, teacher_spec(cfg), info | last)
-    if pretrained_teacher(cfg):  # never trained here, never scored: delivered as it was loaded
-        frozen = {"chosen": "pretrained, frozen", "selection": None, "source": cfg.model.teacher_weights}
-        save_generator(out / "teacher.safetensors", teacher, teacher_spec(cfg), info | frozen)
-    elif not cfg.eval.select_teacher or sel.teacher_best_step is None or not (out / "teacher.safetensors").is_file():
-        save_generator(out / "teacher.safetensors", teacher, teacher_spec(cfg), info | last)
 
 
 def unwrap_or_none(accelerator: Accelerator, net: torch.nn.Module | None) -> torch.nn.Module | None:
