@@ -26,7 +26,7 @@ from dcdgan.assembly import Networks, build_networks, cyclegan_name_notices, dcd
 from dcdgan.checkpoint import load_checkpoint, rank_state, restore_run, run_state, save_checkpoint, save_rotating, set_rng_state
 from dcdgan.config import Config, burst_plan, ignored_settings, pretrained_teacher, to_dict
 from dcdgan.data import DataRoot, EpochSampler
-from dcdgan.deliverables import save_best_teacher, write_deliverables
+from dcdgan.deliverables import write_deliverables
 from dcdgan.errors import UserError
 from dcdgan.evaluate import batches, evaluate_run
 from dcdgan.faults import NonFiniteLoss, StopRequest, check_step
@@ -36,7 +36,7 @@ from dcdgan.report import format_table, write_report
 from dcdgan.samples import save_sample_grid
 from dcdgan.scan import check_before_training
 from dcdgan.schedule import JOINT, STUDENT, TASK, Phase, build_plan, locate, phase_lr_factor, total_steps
-from dcdgan.selection import Selection, Validator, choose_metric, copy_into
+from dcdgan.selection import Selector
 from dcdgan.steps import Losses, NonFiniteUpdate, Optimizers, StudentObjective, TaskObjective, Updater, burst_student_step, joint_step, task_step
 
 
@@ -104,8 +104,7 @@ class Run:
     task: TaskObjective
     student: StudentObjective
     batches: Iterator[tuple[Phase, int, dict]]
-    selection: Selection
-    validator: Validator
+    selector: Selector
     metrics_log: runs.MetricsLog
     sample_batch: dict
     rng: dict | None  # this process's saved RNG states, set just before the loop (resume only)
@@ -172,8 +171,9 @@ def setup(cfg: Config, run_dir: Path, resume: bool, quiet: bool) -> Run:
     )
 
     # ---- validation
-    selection = Selection(choose_metric(cfg))
-    validator = Validator(cfg, data, accelerator, selection.metric, run_dir, quiet)
+    metrics_log = runs.MetricsLog(run_dir / "metrics.jsonl", enabled=accelerator.is_main_process)
+    selector = Selector(cfg, data, accelerator, run_dir, quiet, metrics_log)
+    selection, validator = selector.selection, selector.validator
     if selection.metric is None:
         say(accelerator, "validation: unpaired data, no teacher and no FID weights: nothing to select on; no best.ckpt, the last student is the result")
     elif validator.compares_with_teacher() and not pretrained_teacher(cfg):
@@ -192,7 +192,6 @@ def setup(cfg: Config, run_dir: Path, resume: bool, quiet: bool) -> Run:
         step = int(state["step"])
         say(accelerator, f"resumed {run_dir} at step {step}")
     accelerator.init_trackers("tb", config=runs.flat_config(cfg))
-    metrics_log = runs.MetricsLog(run_dir / "metrics.jsonl", enabled=accelerator.is_main_process)
     metrics_log.truncate_after(step)
 
     stop = min(total_steps(plan), cfg.train.max_steps) if cfg.train.max_steps > 0 else total_steps(plan)
@@ -200,7 +199,7 @@ def setup(cfg: Config, run_dir: Path, resume: bool, quiet: bool) -> Run:
         cfg=cfg, run_dir=run_dir, quiet=quiet, accelerator=accelerator, data=data, train_size=len(train_set), plan=plan,
         step=step, stop=stop, nets=nets, optimizers=opts, updater=Updater(accelerator, skip_nonfinite=cfg.train.on_nonfinite == "skip"), task=task, student=student,
         batches=plan_batches(cfg, accelerator, plan, step, train_set, student_set),
-        selection=selection, validator=validator, metrics_log=metrics_log,
+        selector=selector, metrics_log=metrics_log,
         sample_batch=next(iter(batches(data.eval_dataset(cfg.data.val_split), 4))), rng=rng, started=started,
     )
 
@@ -265,7 +264,7 @@ def begin_phase(run: Run, phase: Phase, index: int, step: int) -> None:
         for group in opt.param_groups:
             group["lr"] = lr
     if phase.kind == STUDENT and index == 0 and run.plan[phase.index - 1].kind == TASK:
-        select_snapshot(run, step)
+        run.selector.select_snapshot(step, run.nets)
 
 
 def train_step(run: Run, phase: Phase, step: int, batch: dict) -> Losses:
@@ -314,49 +313,9 @@ def mean_over_processes(accelerator: Accelerator, losses: Losses) -> dict[str, f
 
 
 def validate(run: Run, step: int) -> None:
-    """Score the deliverable on validation (once, broadcast); keep best.ckpt. An online teacher of the interleaved
-    schedule is scored too, so that the delivered teacher is also its best on validation."""
-    sel = run.selection
-    if sel.metric is None:
-        return
-    if scores_teacher_at_validation(run):
-        validate_teacher(run, step)
-    score = run.validator.score_student(run.nets.deliverable, run.nets.teacher, sel, step)
-    sel.history.append({"step": step, f"val_{sel.metric}": score})
-    run.metrics_log.write({"step": step, f"val/{sel.metric}": score})
-    run.accelerator.log({f"val/{sel.metric}": score}, step=step)
-    if sel.improves(score):
-        sel.best_score, sel.best_step = score, step
+    """Score the deliverable on validation (``Selector``); keep best.ckpt when it is the best so far."""
+    if run.selector.validate(step, run.nets):
         save(run, step, best=True)
-
-
-def scores_teacher_at_validation(run: Run) -> bool:
-    """Whether validation also scores the teacher: it trains online (a pretrained one never changes), the schedule is
-    interleaved (burst scores it when a burst begins, see select_snapshot), and a teacher metric exists."""
-    cfg = run.cfg
-    return (cfg.eval.select_teacher and run.nets.teacher is not None and not pretrained_teacher(cfg)
-            and cfg.distill.schedule != "burst" and run.validator.teacher_metric() is not None)
-
-
-def validate_teacher(run: Run, step: int) -> bool:
-    """Score the teacher (once, broadcast); when it is the best so far, it becomes teacher.safetensors (with
-    eval.select_teacher) and, for the burst schedule, the snapshot. Returns whether it is the best so far."""
-    sel, metric = run.selection, run.validator.teacher_metric()
-    score = run.validator.score_teacher(run.nets.teacher)
-    run.metrics_log.write({"step": step, f"val/teacher_{metric}": score})
-    if not sel.teacher_improves(score):
-        return False
-    sel.teacher_best_score, sel.teacher_best_step = score, step
-    if run.cfg.eval.select_teacher and run.accelerator.is_main_process:  # false: the snapshot may be chosen, the deliverable is the last
-        save_best_teacher(run.run_dir, run.accelerator.unwrap_model(run.nets.teacher), run.cfg, step, metric, score)
-    return True
-
-
-def select_snapshot(run: Run, step: int) -> None:
-    """Burst schedule: the student's teacher becomes the best-on-validation (or latest) teacher so far."""
-    teacher = run.accelerator.unwrap_model(run.nets.teacher)
-    if run.cfg.distill.teacher_snapshot == "latest" or run.validator.teacher_metric() is None or validate_teacher(run, step):
-        copy_into(run.nets.snapshot, teacher)
 
 
 def save(run: Run, step: int, best: bool = False) -> None:
@@ -368,7 +327,7 @@ def save(run: Run, step: int, best: bool = False) -> None:
     if acc.is_main_process:
         state = run_state(
             to_dict(run.cfg), step, run.train_size, {name: acc.unwrap_model(net) for name, net in run.nets.named().items()},
-            run.optimizers.named(), acc.scaler.state_dict() if acc.scaler is not None else None, ranks, run.selection.state(),
+            run.optimizers.named(), acc.scaler.state_dict() if acc.scaler is not None else None, ranks, run.selector.selection.state(),
         )
         if best:
             save_checkpoint(runs.best_checkpoint(run.run_dir), state)
@@ -401,16 +360,14 @@ def last_saved(run: Run) -> str:
 def finish(run: Run, step: int) -> None:
     """The end: last validation, checkpoint, deliverables, final evaluation and report."""
     cfg, acc, nets = run.cfg, run.accelerator, run.nets
-    if not run.selection.history or run.selection.history[-1]["step"] != step:
+    history = run.selector.selection.history
+    if not history or history[-1]["step"] != step:
         validate(run, step)
     save(run, step)
     save_samples(run, step)
     if acc.is_main_process:
-        sel = run.selection
-        student_record = None if sel.best_step is None else {
-            "metric": sel.metric, "score": sel.best_score, "split": cfg.data.val_split, "reference": run.validator.describe_reference(sel)}
-        write_deliverables(run.run_dir, cfg, step, acc.unwrap_model(nets.deliverable), unwrap_or_none(acc, nets.teacher), student_record,
-                           sel.teacher_best_step is not None)
+        write_deliverables(run.run_dir, cfg, step, acc.unwrap_model(nets.deliverable), unwrap_or_none(acc, nets.teacher),
+                           run.selector.student_record(), run.selector.selection.teacher_best_step is not None)
         say(acc, f"trained {step} steps in {time.time() - run.started:.0f}s; run directory: {run.run_dir}")
         if cfg.eval.final:
             metrics = evaluate_run(run.run_dir, split=cfg.data.test_split, quiet=run.quiet, device=acc.device)

@@ -1,4 +1,5 @@
-"""Model selection during training: which metric, the validation scores so far, and the best student and teacher.
+"""Model selection during training: which metric, the validation scores so far, the best student and teacher, and
+the burst schedule's teacher snapshot (``Selector``, what the loop calls).
 
 Scores are computed once, on the main process, and broadcast, so every process agrees on ``best`` and on the
 burst schedule's teacher snapshot.
@@ -13,13 +14,15 @@ from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list
 from torch import nn
 
-from dcdgan.assembly import teacher_spec
+from dcdgan.assembly import Networks, teacher_spec
 from dcdgan.config import Config, pretrained_teacher
 from dcdgan.data import DataRoot
+from dcdgan.deliverables import save_best_teacher
 from dcdgan.evaluate import reference_stats, validation_score
 from dcdgan.metrics.fid import ReferenceStats
 from dcdgan.metrics.inception import FIDInception, inception_available, load_inception
 from dcdgan.nets import build_generator
+from dcdgan.runs import MetricsLog
 
 
 def choose_metric(cfg: Config) -> str | None:
@@ -138,3 +141,64 @@ def copy_into(target: nn.Module, source: nn.Module) -> None:
     """Load ``source``'s weights into ``target`` (the burst snapshot), without tracking gradients."""
     with torch.no_grad():
         target.load_state_dict(source.state_dict())
+
+
+class Selector:
+    """What the loop calls for model selection: scores the deliverable (and an online teacher) on validation, keeps
+    the best scores, writes the best teacher, and picks the burst schedule's teacher snapshot. best.ckpt is the
+    loop's to write (a checkpoint of the whole run), when ``validate`` says the student improved."""
+
+    def __init__(self, cfg: Config, data: DataRoot, accelerator: Accelerator, run_dir, quiet: bool, metrics_log: MetricsLog):
+        self.cfg, self.accelerator, self.run_dir, self.metrics_log = cfg, accelerator, run_dir, metrics_log
+        self.selection = Selection(choose_metric(cfg))
+        self.validator = Validator(cfg, data, accelerator, self.selection.metric, run_dir, quiet)
+
+    def validate(self, step: int, nets: Networks) -> bool:
+        """Score the deliverable (once, broadcast), logging the score; an online teacher of the interleaved schedule
+        is scored first, so that the delivered teacher is its best on validation too. Returns whether the student
+        is the best so far."""
+        sel = self.selection
+        if sel.metric is None:
+            return False
+        if self.scores_teacher_at_validation(nets):
+            self.validate_teacher(step, nets.teacher)
+        score = self.validator.score_student(nets.deliverable, nets.teacher, sel, step)
+        sel.history.append({"step": step, f"val_{sel.metric}": score})
+        self.metrics_log.write({"step": step, f"val/{sel.metric}": score})
+        self.accelerator.log({f"val/{sel.metric}": score}, step=step)
+        if not sel.improves(score):
+            return False
+        sel.best_score, sel.best_step = score, step
+        return True
+
+    def scores_teacher_at_validation(self, nets: Networks) -> bool:
+        """Whether validation also scores the teacher: it trains online (a pretrained one never changes), the schedule
+        is interleaved (burst scores it when a burst begins, see select_snapshot), and a teacher metric exists."""
+        cfg = self.cfg
+        return (cfg.eval.select_teacher and nets.teacher is not None and not pretrained_teacher(cfg)
+                and cfg.distill.schedule != "burst" and self.validator.teacher_metric() is not None)
+
+    def validate_teacher(self, step: int, teacher: nn.Module) -> bool:
+        """Score the teacher (once, broadcast); when it is the best so far, it becomes teacher.safetensors (with
+        eval.select_teacher) and, for the burst schedule, the snapshot. Returns whether it is the best so far."""
+        sel, metric = self.selection, self.validator.teacher_metric()
+        score = self.validator.score_teacher(teacher)
+        self.metrics_log.write({"step": step, f"val/teacher_{metric}": score})
+        if not sel.teacher_improves(score):
+            return False
+        sel.teacher_best_score, sel.teacher_best_step = score, step
+        if self.cfg.eval.select_teacher and self.accelerator.is_main_process:  # false: the snapshot may be chosen, the deliverable is the last
+            save_best_teacher(self.run_dir, self.accelerator.unwrap_model(teacher), self.cfg, step, metric, score)
+        return True
+
+    def select_snapshot(self, step: int, nets: Networks) -> None:
+        """Burst schedule: the student's teacher becomes the best-on-validation (or latest) teacher so far."""
+        if self.cfg.distill.teacher_snapshot == "latest" or self.validator.teacher_metric() is None or self.validate_teacher(step, nets.teacher):
+            copy_into(nets.snapshot, self.accelerator.unwrap_model(nets.teacher))
+
+    def student_record(self) -> dict | None:
+        """The selection record of the delivered student (student.json's ``selection``), or None when none ran."""
+        sel = self.selection
+        if sel.best_step is None:
+            return None
+        return {"metric": sel.metric, "score": sel.best_score, "split": self.cfg.data.val_split, "reference": self.validator.describe_reference(sel)}
