@@ -13,6 +13,7 @@ import torch
 from torch import nn
 from torch.optim import Optimizer
 
+from dcdgan.config import config_from_dict, student_owns_disc
 from dcdgan.errors import UserError
 
 FORMAT = 1
@@ -71,8 +72,6 @@ def check_compatible(state: dict, config: dict, path: Path) -> None:
     """UserError naming the keys where ``config`` (a ``to_dict`` config) builds other networks than the checkpoint's.
 
     The one resume check, made before any data is read (``distill`` calls it through ``runs.open_for_resume``)."""
-    from dcdgan.config import config_from_dict, student_owns_disc
-
     saved, wanted = _flat(state.get("config") or {}), _flat(config)
     keys = [k for k in wanted if k in ARCHITECTURE_KEYS or k.split(".")[0] in ARCHITECTURE_SECTIONS]
     differ = [f"{k}={saved.get(k)!r} there, {wanted[k]!r} here" for k in keys if saved.get(k) != wanted[k]]
