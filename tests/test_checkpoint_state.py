@@ -64,8 +64,8 @@ def test_check_compatible_names_the_architecture_keys_that_differ(tmp_path):
     with pytest.raises(UserError) as err:
         check_compatible(state, config(model__student_ngf=8, task="cyclegan", distill__teacher_taps=["model.9"], model__ndf=3), tmp_path / "c.ckpt")
     assert str(err.value) == (f"{tmp_path / 'c.ckpt'}: made for other networks (model.student_ngf=16 there, 8 here; model.ndf=64 there, "
-                              "3 here; distill.teacher_taps=['model.9', 'model.12', 'model.15', 'model.18'] there, ['model.9'] here); "
-                              "resume with the run's own settings or start a new run")  # the first three differences
+                              "3 here; distill.teacher_taps=['model.9', 'model.12', 'model.15', 'model.18'] there, ['model.9'] here; "
+                              "task='pix2pix' there, 'cyclegan' here); resume with the run's own settings or start a new run")  # every difference
     with pytest.raises(UserError, match="task='pix2pix' there, 'cyclegan' here"):
         check_compatible(state, config(task="cyclegan"), tmp_path / "c.ckpt")
     for key, value in [("data__input_nc", 3), ("data__output_nc", 3), ("distill__method", "omgd"), ("distill__schedule", "burst"),

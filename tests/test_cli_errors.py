@@ -51,6 +51,43 @@ def test_resume_with_other_network_sizes(small_run, capsys, offline):
                                       "model.ndf=8 there, 16 here); resume with the run's own settings or start a new run")
 
 
+def test_resume_that_adds_the_students_own_discriminator_is_refused_first_naming_the_keys(small_run, capsys, offline, tmp_path):
+    """The network set changes (a student_disc appears): refused before the dataset is read (a missing data.root
+    would fail the scan otherwise), naming the keys, by the CLI and by the library's distill(cfg, dir, resume=True)."""
+    from dcdgan.checkpoint import load_checkpoint
+    from dcdgan.config import apply_overrides, config_from_dict
+    from dcdgan.distill import distill
+    from dcdgan.errors import UserError
+
+    own = ["distill.student_gan_disc=own", "distill.student_gan_weight=1"]
+    ckpt = small_run / "checkpoints" / "last.ckpt"
+    expected = (f"{ckpt}: made for other networks (distill.student_gan_disc='teacher' there, 'own' here; distill.student_gan_weight=0.0 "
+                "there, 1.0 here (the student's own discriminator exists only with distill.student_gan_disc=own and student_gan_weight > 0)); "
+                "resume with the run's own settings or start a new run")
+    assert main(["distill", "--resume", str(small_run), *own, f"data.root={tmp_path / 'nowhere'}", "data.mode=paired", "--quiet"]) == 2
+    assert one_line_error(capsys) == f"dcdgan distill: error: {expected}"
+    cfg = apply_overrides(config_from_dict(load_checkpoint(ckpt)["config"]), own)
+    with pytest.raises(UserError) as err:
+        distill(cfg, small_run, resume=True, quiet=True)
+    assert str(err.value) == expected
+    # another weight for the same (teacher's) discriminator builds the same networks: no objection from the check
+    from dcdgan.checkpoint import check_compatible
+    from dcdgan.config import to_dict
+
+    check_compatible(load_checkpoint(ckpt), to_dict(apply_overrides(config_from_dict(load_checkpoint(ckpt)["config"]), ["distill.student_gan_weight=2"])), ckpt)
+
+
+def test_resume_refuses_a_config_or_another_run_dir_it_would_ignore(small_run, capsys, tmp_path):
+    assert main(["distill", "quickstart_unpaired", "train.max_steps=2", "--resume", str(small_run), "--quiet"]) == 2
+    assert one_line_error(capsys) == (f"dcdgan distill: error: --resume {small_run} continues with the run's own config: drop quickstart_unpaired "
+                                      "(key=value overrides still apply)")
+    assert main(["distill", "--resume", str(small_run), "--run-dir", str(tmp_path / "other"), "train.max_steps=2", "--quiet"]) == 2
+    assert one_line_error(capsys) == f"dcdgan distill: error: --resume {small_run} continues in that run's directory: drop --run-dir {tmp_path / 'other'}"
+    # the same folder named twice is no conflict (and --print-config shows the run's own config, the override applied)
+    assert main(["distill", "--resume", str(small_run), "--run-dir", str(small_run), "train.max_steps=2", "--print-config"]) == 0
+    assert "  max_steps: 2\n" in capsys.readouterr().out
+
+
 def test_student_without_any_loss(tmp_path, capsys, offline):
     args = ["distill", "quickstart", *TINY_RUN, "distill.method=omgd", "train.max_steps=1", "--run-dir", str(tmp_path / "r"), "--quiet"]
     assert main(args) == 2  # omgd without VGG (perceptual.weights=none), no DCD, no GAN term: nothing to learn from

@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from dcdgan.config import Config, config_from_dict, load_config, recipe_names, student_owns_disc, to_dict, to_yaml, valid_keys
+from dcdgan.config import config_from_dict, load_config, paper_defaults, recipe_names, student_owns_disc, to_dict, to_yaml, valid_keys
 from dcdgan.errors import UserError
 
 
 def test_defaults_are_the_paper_settings():
-    cfg = load_config(None)  # built-in defaults, auto keys resolved
+    cfg = paper_defaults()  # built-in defaults, auto keys resolved
     assert (cfg.train.lr, cfg.train.beta1, cfg.data.load_size, cfg.data.crop_size) == (2e-4, 0.5, 286, 256)
     assert (cfg.distill.lambda_style, cfg.distill.lambda_feat) == (1e4, 10.0)
     assert cfg.distill.teacher_taps == ["model.9", "model.12", "model.15", "model.18"] and cfg.distill.disc_tap == "model.10"
@@ -27,7 +27,7 @@ def test_overrides_are_typed():
 
 def test_unknown_key_lists_valid_keys():
     with pytest.raises(UserError, match=r"unknown config key 'train.batchsize'; valid keys: task, data.root, .*train.batch_size"):
-        load_config(None, ["train.batchsize=4"])
+        paper_defaults(["train.batchsize=4"])
 
 
 @pytest.mark.parametrize(
@@ -44,7 +44,7 @@ def test_unknown_key_lists_valid_keys():
 )
 def test_bad_values_are_one_line_errors(override, message):
     with pytest.raises(UserError, match=message):
-        load_config(None, [override])
+        paper_defaults([override])
 
 
 def test_cross_field_rules():
@@ -54,9 +54,9 @@ def test_cross_field_rules():
         load_config("quickstart", ["model.teacher_disc_weights=d.pth", "model.teacher_weights=t.pth", "distill.method=none"])
     assert load_config("quickstart", ["model.teacher_disc_weights=d.pth", "model.teacher_weights=t.pth"]).model.teacher_disc_weights == "d.pth"
     with pytest.raises(UserError, match="task pix2pix needs paired data"):
-        load_config(None, ["data.mode=unpaired"])
+        paper_defaults(["data.mode=unpaired"])
     with pytest.raises(UserError, match="burst is the CycleGAN reference schedule"):
-        load_config(None, ["distill.schedule=burst"])
+        paper_defaults(["distill.schedule=burst"])
     with pytest.raises(UserError, match="builtin:shoes_paired is paired data; set data.mode=paired"):
         load_config("quickstart_unpaired", ["data.root=builtin:shoes_paired"])
     no_target = "distill.lambda_target needs paired data .data.mode=paired. and the interleaved schedule"
@@ -122,3 +122,39 @@ def test_configs_of_older_releases_still_load(tmp_path):
     assert (cfg.model.teacher_norm, cfg.model.student_norm, cfg.model.teacher_dropout, cfg.model.student_dropout) == ("batch", "batch", 0.25, 0.25)
     (tmp_path / "config.yaml").write_text("model:\n  dropout: 0.5\n")
     assert load_config(str(tmp_path / "config.yaml")).model.student_dropout == 0.5
+
+
+def test_n_dis_of_older_configs_becomes_the_key_its_schedule_read_and_is_refused_as_an_override(tmp_path):
+    """distill.n_dis meant the interleaved update period or the burst ratio, whichever the schedule read; today each
+    meaning has its own key. Stored configs and old YAML files map by their schedule; an override cannot tell."""
+    from dcdgan.config import config_from_dict, to_dict
+
+    stored = to_dict(load_config("quickstart"))
+    del stored["distill"]["task_every"], stored["distill"]["burst_ratio"]
+    stored["distill"]["n_dis"] = 3
+    cfg = config_from_dict(stored)
+    assert (cfg.distill.task_every, cfg.distill.burst_ratio) == (3, 1)
+    (tmp_path / "burst.yaml").write_text("task: cyclegan\ndata:\n  root: builtin:shoes_unpaired\n  mode: unpaired\ndistill:\n  schedule: burst\n  n_dis: 4\n")
+    cfg = load_config(str(tmp_path / "burst.yaml"))
+    assert (cfg.distill.task_every, cfg.distill.burst_ratio) == (1, 4)
+    with pytest.raises(UserError) as err:
+        load_config("quickstart", ["distill.n_dis=2"])
+    assert str(err.value) == (
+        "distill.n_dis was split in two keys: distill.task_every (interleaved schedule: the teacher and discriminators update every N steps) "
+        "and distill.burst_ratio (burst schedule: student epochs per teacher epoch); set the one your schedule reads"
+    )
+    assert load_config("horse2zebra").distill.burst_ratio == 4 and load_config("quickstart").distill.task_every == 1
+
+
+def test_load_config_without_a_recipe_is_what_the_cli_runs_without_one(capsys):
+    """`dcdgan.load_config()` and `dcdgan distill` with no config both mean the quickstart recipe (not the 200-epoch
+    paper defaults, which paper_defaults() gives)."""
+    from dcdgan.cli import main
+
+    assert to_dict(load_config()) == to_dict(load_config("quickstart"))
+    assert main(["distill", "--print-config"]) == 0
+    assert capsys.readouterr().out == to_yaml(load_config())
+    assert main(["distill", "train.max_steps=7", "--print-config"]) == 0
+    assert capsys.readouterr().out == to_yaml(load_config(overrides=["train.max_steps=7"]))
+    assert (paper_defaults().train.nepochs, paper_defaults().train.nepochs_decay) == (100, 100)
+    assert to_dict(load_config()) != to_dict(paper_defaults())

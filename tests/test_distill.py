@@ -115,7 +115,9 @@ def test_pretrained_teacher_stays_frozen(tmp_path, offline):
     assert "gen" not in state["optimizers"] and "G_L1" not in records(run)[0]
     # a frozen teacher never changes: validation does not score it, and it is delivered as it is
     assert any("val/l1" in r for r in records(run)) and not any("val/teacher_l1" in r for r in records(run))
-    assert json.loads((run / "teacher.json").read_text())["chosen"] == "last"
+    delivered = json.loads((run / "teacher.json").read_text())
+    assert delivered["chosen"] == "pretrained, frozen" and delivered["selection"] is None
+    assert delivered["source"] == str(source / "teacher.safetensors")
 
 
 def test_method_none_says_it_does_not_use_a_teacher_file(tmp_path, offline, capsys):
@@ -145,6 +147,25 @@ def test_missing_vgg_uses_the_documented_weight_free_setting(tmp_path, offline, 
     assert "S_pixel" in records(run_dir)[0]
     assert main(["distill", "train.max_steps=1", "perceptual.on_missing=error", *args, "--run-dir", str(tmp_path / "strict"), "--quiet"]) == 2
     assert "VGG16 weights not found" in capsys.readouterr().err
+    # an L1 to the teacher configured beside the VGG losses: the fallback's weight takes its place, and says so
+    assert main(["distill", "train.max_steps=1", *args, "distill.lambda_pixel=5", "--run-dir", str(tmp_path / "pixel"), "--quiet"]) == 0
+    assert "(L1 to the teacher output x10 instead of VGG style/feature losses, replacing distill.lambda_pixel=5); set" in capsys.readouterr().out
+
+
+def test_settings_that_do_nothing_get_one_warning_line_each(tmp_path, offline, capsys):
+    from dcdgan.config import ignored_settings, load_config
+
+    assert ignored_settings(load_config("quickstart")) == []
+    assert ignored_settings(load_config("quickstart", ["distill.method=none", "distill.student_gan_weight=0"])) == []  # nothing distils
+    capsys.readouterr()
+    distill(tmp_path, "inert", "quickstart", "train.max_steps=1", "distill.student_gan_disc=own", "distill.student_gan_weight=0")
+    warnings = [line for line in capsys.readouterr().out.splitlines() if line.startswith("warning")]
+    assert warnings == [  # TINY: perceptual.weights=none beside the reference's VGG weights
+        "warning: distill.student_gan_disc=own does nothing while distill.student_gan_weight=0: the student has no GAN term, "
+        "so no discriminator of its own is built",
+        "warning: perceptual.weights=none turns the VGG losses off, so distill.lambda_style=10000 and distill.lambda_feat=10 do nothing",
+    ]
+    assert "student_disc" not in load_checkpoint(tmp_path / "inert" / "checkpoints" / "last.ckpt")["networks"]
 
 
 def test_bad_input_exits_2_with_one_line(tmp_path, offline, capsys):

@@ -123,6 +123,52 @@ def test_checkpoint_holds_world_size_every_rank_and_the_loss_scaler(tmp_path):
         restore_run(state, 10, 1, 0, {"net": net}, {"opt": opt}, fresh, torch.device("cpu"))
 
 
+def scaled_steps(net: torch.nn.Module, opt: torch.optim.Optimizer, scaler: torch.amp.GradScaler, losses: list[float]) -> None:
+    """One GradScaler step per loss factor (inf: an overflowing step, which the scaler skips and backs off from)."""
+    for factor in losses:
+        opt.zero_grad()
+        loss = net(torch.ones(1, 2)).sum() * factor
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+
+
+def test_fp16_loss_scaler_state_survives_a_checkpoint_file_and_continues_the_same(tmp_path):
+    """fp16 resume: the scale after a backoff and the growth tracker (steps since the last overflow, towards the next
+    growth) go through the checkpoint file, so the resumed run scales and skips exactly as the uninterrupted one.
+    On CPU: Accelerate creates its fp16 scaler only on a GPU, so this drives torch's GradScaler (enabled on CPU) through
+    the same run_state / save / load / restore_run path the loop uses (test_fp16_resume_on_gpu runs the loop itself)."""
+    torch.manual_seed(0)
+    net = torch.nn.Linear(2, 2)
+    opt = torch.optim.Adam(net.parameters(), lr=0.1)
+    scaler = torch.amp.GradScaler("cpu", init_scale=1024.0, growth_interval=3)
+    scaled_steps(net, opt, scaler, [1.0, float("inf"), 1.0, 1.0])  # backoff to 512, then two good steps towards growth
+    assert scaler.state_dict()["scale"] == 512.0 and scaler.state_dict()["_growth_tracker"] == 2
+    save_rotating(tmp_path, run_state({}, 4, 10, {"net": net}, {"opt": opt}, scaler.state_dict(), [rank_state({})], {}), keep=1)
+    _, state = load_newest(tmp_path)
+
+    net2 = torch.nn.Linear(2, 2)
+    opt2 = torch.optim.Adam(net2.parameters(), lr=0.1)
+    scaler2 = torch.amp.GradScaler("cpu")  # defaults: scale 65536, tracker 0
+    restore_run(state, 10, 1, 0, {"net": net2}, {"opt": opt2}, {}, torch.device("cpu"), scaler2)
+    assert scaler2.state_dict() == scaler.state_dict()
+    scaled_steps(net, opt, scaler, [1.0, 2.0])  # the third good step grows the scale back to 1024
+    scaled_steps(net2, opt2, scaler2, [1.0, 2.0])
+    assert scaler2.get_scale() == scaler.get_scale() == 1024.0
+    assert torch.equal(net2.weight, net.weight) and torch.equal(net2.bias, net.bias)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="fp16 training needs CUDA: Accelerate creates its loss scaler only on a GPU")
+def test_fp16_resume_on_gpu(tmp_path, offline):
+    """The loop itself with fp16: the scaler state saved at step 4 is the same straight and resumed at step 2 (a lost
+    state would restart the growth tracker at 0 and read 2 here)."""
+    straight = distill(tmp_path, "straight", "train.mixed_precision=fp16", "train.max_steps=4")
+    first = distill(tmp_path, "first", "train.mixed_precision=fp16", "train.max_steps=2")
+    assert resume(first, "train.max_steps=4") == 0
+    a, b = (load_checkpoint(r / "checkpoints" / "last.ckpt")["grad_scaler"] for r in (straight, first))
+    assert a is not None and a == b
+
+
 # ---------------------------------------------------------------- numerical faults
 
 
@@ -130,7 +176,7 @@ def test_nonfinite_loss_stops_naming_term_and_step_and_keeps_the_checkpoint(tmp_
     run = distill(tmp_path, "run", "train.max_steps=2")
     saved = (run / "checkpoints" / "last.ckpt").read_bytes()
     capsys.readouterr()
-    assert resume(run, "train.max_steps=5", "loss.lambda_recon=inf") == 2
+    assert resume(run, "train.max_steps=5", "loss.lambda_recon=inf") == 3  # its own exit code: the input was not bad
     err = capsys.readouterr().err.strip()
     assert "\n" not in err
     assert err.startswith("dcdgan distill: error: step 3: loss G_L1 is not finite; stopped, keeping") and "(step 2)" in err
@@ -151,7 +197,7 @@ def test_skip_drops_the_nonfinite_update_and_stops_after_the_limit(tmp_path, off
     assert state["step"] == 4
     assert all(torch.equal(v, state["networks"]["gen_ab"][k]) for k, v in teacher_before.items())  # no G update applied
     assert all(math.isfinite(v) for r in train_records(run) for k, v in r.items() if isinstance(v, float))
-    assert resume(run, "train.max_steps=8", "loss.lambda_recon=inf", "train.on_nonfinite=skip", "train.skip_limit=2") == 2
+    assert resume(run, "train.max_steps=8", "loss.lambda_recon=inf", "train.on_nonfinite=skip", "train.skip_limit=2") == 3
     assert "step 6: 2 steps in a row had non-finite losses (G_L1); stopped" in capsys.readouterr().err
 
 

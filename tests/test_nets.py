@@ -153,3 +153,16 @@ def test_profile_cli_json(capsys):
     assert json.loads(capsys.readouterr().out) == {"params": 137_347, "macs": 1_407_713_280}
     assert main(["profile", "resnet_9blocks", "--ngf", "64"]) == 0
     assert "11,378,179 params, 56.799 GMACs" in capsys.readouterr().out
+
+
+def test_profile_and_bench_give_a_bare_name_the_same_width(capsys):
+    """One default per architecture: `profile mobile_resnet_9blocks` measures the ngf 16 that `bench mobile_resnet_9blocks` runs."""
+    from dcdgan.metrics.latency import parse_architecture as parse_arch
+
+    assert main(["profile", "mobile_resnet_9blocks", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"params": 137_347, "macs": 1_407_713_280}  # the --ngf 16 numbers above
+    assert main(["profile", "mobile_resnet_9blocks"]) == 0
+    assert capsys.readouterr().out.startswith("mobile_resnet_9blocks ngf 16 at 256x256")
+    assert parse_arch("mobile_resnet_9blocks", 3).ngf == 16
+    assert main(["profile", "resnet_9blocks"]) == 0
+    assert "ngf 64" in capsys.readouterr().out and parse_arch("resnet_9blocks", 3).ngf == 64

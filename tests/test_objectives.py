@@ -12,7 +12,6 @@ import copy
 
 import pytest
 import torch
-import torch.nn.functional as F
 from accelerate import Accelerator
 
 from conftest import REFERENCE_STUDENT, l1, lsgan_d, lsgan_g

@@ -54,7 +54,8 @@ def test_report_shows_the_evaluated_numbers(run):
     html = (run / "report.html").read_text()
     header, *rows = table(html)
     assert header == ["model", "step", "params", "MACs", "PSNR", "SSIM"]
-    labels = {"teacher": "teacher", "student_last": "student (last)", "student_best": "student (best on val)"}
+    chosen = {"best on validation": "best on val", "last": "last"}[metrics["models"]["teacher"]["chosen"]]  # teacher.json's word
+    labels = {"teacher": f"teacher ({chosen})", "student_last": "student (last)", "student_best": "student (best on val)"}
     best_step = load_checkpoint(run / "checkpoints" / "best.ckpt")["step"]
     expected_models = ["teacher", "student_last"] + (["student_best"] if best_step != 3 else [])
     assert [r[0] for r in rows] == [labels[m] for m in expected_models]

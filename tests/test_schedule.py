@@ -27,10 +27,10 @@ def test_method_none_trains_task_networks_only():
 
 
 def test_burst_plan_follows_the_reference():
-    cfg = load_config("quickstart_unpaired", ["distill.schedule=burst", "distill.n_dis=2", "distill.burst_every=2", "train.nepochs=2", "train.nepochs_decay=1"])
+    cfg = load_config("quickstart_unpaired", ["distill.schedule=burst", "distill.burst_ratio=2", "distill.burst_every=2", "train.nepochs=2", "train.nepochs_decay=1"])
     plan = build_plan(cfg, train_size=8, student_size=6)
     kinds = [p.kind for p in plan]
-    # every 2 teacher epochs a burst of n_dis x burst_every = 4 student epochs; a final burst after the last teacher epoch
+    # every 2 teacher epochs a burst of burst_ratio x burst_every = 4 student epochs; a final burst after the last teacher epoch
     assert kinds == [TASK, TASK] + [STUDENT] * 4 + [TASK] + [STUDENT] * 4
     student = [p for p in plan if p.kind == STUDENT]
     assert [p.epoch for p in student] == list(range(8)) and all(p.epochs == 8 and p.steps == 2 for p in student)
@@ -44,7 +44,7 @@ def test_steps_count_the_batch_on_every_process():
 
 
 def test_burst_plan_with_a_final_partial_burst():
-    cfg = load_config("quickstart_unpaired", ["distill.schedule=burst", "distill.n_dis=1", "distill.burst_every=2", "train.nepochs=3",
+    cfg = load_config("quickstart_unpaired", ["distill.schedule=burst", "distill.burst_ratio=1", "distill.burst_every=2", "train.nepochs=3",
                                               "train.nepochs_decay=0", "train.batch_size=2"])
     plan = build_plan(cfg, train_size=4, student_size=5)
     assert [(p.kind, p.index, p.epoch, p.epochs, p.steps) for p in plan] == [
@@ -77,7 +77,15 @@ def test_interleaved_phases_carry_their_index_and_epoch_count():
 
 
 def test_bursts_come_after_every_burst_every_teacher_epochs_counted_from_one():
-    cfg = load_config("quickstart_unpaired", ["distill.schedule=burst", "distill.n_dis=1", "distill.burst_every=3", "train.nepochs=7",
+    cfg = load_config("quickstart_unpaired", ["distill.schedule=burst", "distill.burst_ratio=1", "distill.burst_every=3", "train.nepochs=7",
                                               "train.nepochs_decay=0"])
     kinds = "".join("T" if p.kind == TASK else "S" for p in build_plan(cfg, train_size=8, student_size=8))
     assert kinds == "TTTSSSTTTSSSTSSS"  # after teacher epochs 3 and 6, and a final burst after the 7th
+
+
+def test_a_pretrained_frozen_teacher_gets_no_teacher_epochs_whatever_the_schedule():
+    """burst with a frozen teacher: no teacher to train between bursts, so every step trains the student (and D)."""
+    cfg = load_config("quickstart_unpaired", ["distill.schedule=burst", "distill.burst_every=2", "train.nepochs=2", "train.nepochs_decay=1",
+                                              "model.teacher_weights=teacher.safetensors"])
+    plan = build_plan(cfg, train_size=8, student_size=6)
+    assert [(p.kind, p.epoch, p.epochs, p.steps) for p in plan] == [(JOINT, 0, 3, 2), (JOINT, 1, 3, 2), (JOINT, 2, 3, 2)]

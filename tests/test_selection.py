@@ -116,7 +116,7 @@ def test_selection_state_survives_resume(tmp_path, offline, scripted):
     assert json.loads((run / "teacher.json").read_text())["step"] == 5
 
 
-BURST = ["distill.schedule=burst", "distill.burst_every=1", "distill.n_dis=1", "train.nepochs=3", "train.nepochs_decay=0",
+BURST = ["distill.schedule=burst", "distill.burst_every=1", "distill.burst_ratio=1", "train.nepochs=3", "train.nepochs_decay=0",
          "data.max_train_images=4", "train.batch_size=2", "eval.max_images=8"]
 
 
@@ -136,6 +136,19 @@ def test_burst_student_learns_from_the_best_teacher_so_far(tmp_path, offline, sc
     teacher_at_6 = load_checkpoint(short / "checkpoints" / "last.ckpt")["networks"]["gen_ab"]
     assert same_weights(last["networks"]["snapshot"], teacher_at_6)
     assert not same_weights(last["networks"]["snapshot"], last["networks"]["gen_ab"])
+
+
+def test_burst_with_select_teacher_off_delivers_the_last_teacher(tmp_path, offline, scripted, tiny_inception):
+    """eval.select_teacher=false: the snapshot is still the best teacher (distill.teacher_snapshot=best), but the
+    delivered teacher.safetensors is the last one, labelled so, as the README promises."""
+    fid = ["eval.metric=fid", f"eval.inception={tiny_inception}", "distill.teacher_snapshot=best", "eval.select_teacher=false"]
+    scripted([1.0], teacher=[2.0, 1.0, 3.0])
+    run = distill(tmp_path / "run", "quickstart_unpaired", *BURST, *fid)
+    last = load_checkpoint(run / "checkpoints" / "last.ckpt")
+    assert last["selection"]["teacher_best_step"] == 6
+    teacher = json.loads((run / "teacher.json").read_text())
+    assert (teacher["chosen"], teacher["step"], teacher["selection"]) == ("last", 12, None)
+    assert same_weights(load_file(run / "teacher.safetensors"), last["networks"]["gen_ab"])
 
 
 def test_burst_latest_snapshot_is_the_teacher_at_the_last_burst(tmp_path, offline):
@@ -172,3 +185,52 @@ def test_unpaired_l1_validation_is_the_distance_to_the_teacher(tmp_path, offline
         to_b = (student(a) - read_images(folder_data["unpaired"] / "valB")).abs().mean().item()
     assert records(run, "val/l1") == [(2, pytest.approx(expected, rel=1e-5))]
     assert abs(expected - to_b) > 1e-3  # unpaired B images are not targets of these inputs
+
+
+def test_unpaired_l1_selection_compares_every_step_with_the_same_teacher(tmp_path, offline, folder_data):
+    """The teacher trains: scores against its current outputs would each have another reference. The reference is
+    the teacher of the first validation (step 1), kept; student.json says so."""
+    data = [f"data.root={folder_data['unpaired']}", "train.batch_size=4", "eval.metric=l1", "eval.max_images=0", "eval.every=1"]
+    run = distill(tmp_path / "run", "quickstart_unpaired", *data, "train.max_steps=2")
+    first = distill(tmp_path / "first", "quickstart_unpaired", *data, "train.max_steps=1")  # the same run, stopped at step 1
+    student, _ = load_generator(run / "student_last.safetensors")
+    teacher_1, _ = load_generator(first / "teacher_last.safetensors")
+    teacher_2, _ = load_generator(run / "teacher_last.safetensors")
+    a = read_images(folder_data["unpaired"] / "valA")
+    with torch.no_grad():
+        expected = (student.eval()(a) - teacher_1.eval()(a)).abs().mean().item()
+        moving = (student(a) - teacher_2.eval()(a)).abs().mean().item()
+    assert records(run, "val/l1")[1] == (2, pytest.approx(expected, rel=1e-5))
+    assert abs(expected - moving) > 1e-4  # the teacher moved between the two validations
+    selection = json.loads((run / "student.json").read_text())["selection"]
+    assert selection["reference"] == "L1 to the outputs of the teacher of step 1, copied at the first validation and fixed since"
+    # resumed, the run keeps comparing with the same copy
+    assert main(["distill", "--resume", str(first), "train.max_steps=2", "--quiet"]) == 0
+    assert records(first, "val/l1") == records(run, "val/l1")
+
+
+def test_eval_and_the_final_table_score_the_delivered_teacher(tmp_path, offline, scripted, capsys):
+    """teacher.safetensors (its best on validation, step 2) is what demo, export and translate use: the final table
+    and `dcdgan eval` score that one, labelled, not the teacher of last.ckpt (step 3)."""
+    from dcdgan.evaluate import evaluate_run, generator_from_checkpoint, score_generator
+    from dcdgan.config import config_from_dict
+    from dcdgan.data import DataRoot
+
+    scripted([2.0, 1.0, 4.0], teacher=[2.0, 1.0, 3.0])
+    capsys.readouterr()
+    run = distill(tmp_path / "run", "quickstart", "eval.every=1", "train.max_steps=3", "eval.final=true", "eval.metric=l1",
+                  "eval.inception=no-such-file")  # no Inception: the final table without FID
+    table = capsys.readouterr().out
+    assert [line.split()[:4] for line in table.splitlines() if line.startswith("teacher")] == [["teacher", "(best", "on", "val)"]]
+    assert [line.split()[4] for line in table.splitlines() if line.startswith("teacher")] == ["2"]
+    metrics = evaluate_run(run, split="test", fid="skip", quiet=True)
+    teacher = metrics["models"]["teacher"]
+    assert (teacher["step"], teacher["source"], teacher["chosen"]) == (2, "teacher.safetensors", "best on validation")
+    # its PSNR is the step-2 teacher's, not the last one's
+    last = load_checkpoint(run / "checkpoints" / "last.ckpt")
+    cfg = config_from_dict(last["config"])
+    dataset = DataRoot(cfg.data).eval_dataset("test")
+    delivered, _ = load_generator(run / "teacher.safetensors")
+    expected = score_generator(delivered, dataset, torch.device("cpu"), cfg.eval.batch_size, cfg.eval.max_images, quiet_bar=True)["psnr"]
+    at_last = score_generator(generator_from_checkpoint(last, "teacher"), dataset, torch.device("cpu"), cfg.eval.batch_size, cfg.eval.max_images, quiet_bar=True)["psnr"]
+    assert teacher["psnr"] == expected and teacher["psnr"] != at_last

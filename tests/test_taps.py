@@ -164,3 +164,24 @@ def test_a_wrong_top_level_name_lists_the_first_paths_not_its_prefix_matches():
 def test_tap_channels_errors_name_the_given_network():
     with pytest.raises(UserError, match="^toy: no module at 9;"):
         tap_channels(net(), ["9"], (1, 1, 4, 4), "toy")
+
+
+def test_unet_tap_holds_the_skip_blocks_output_as_produced_not_after_the_parents_inplace_relu():
+    """The default U-Net tap is a skip block whose output the parent's ``ReLU(inplace=True)`` overwrites next: the
+    tap must keep what the block returned (negative values included), equal to the block run alone on its input."""
+    from dcdgan.nets import GeneratorSpec, build_generator
+
+    torch.manual_seed(0)
+    gen = build_generator(GeneratorSpec("unet_128", 4, 1, 1)).eval()
+    tap = "model.model.1.model.3"
+    module = resolve_taps(gen, [tap], "unet")[tap]
+    inputs = []
+    handle = module.register_forward_pre_hook(lambda _m, args: inputs.append(args[0].clone()))
+    with torch.no_grad(), capture(gen, [tap]) as feats:
+        gen(torch.randn(2, 1, 128, 128))
+    handle.remove()
+    with torch.no_grad():
+        alone = module(inputs[0])
+    assert feats[tap].shape == (2, 16, 32, 32)
+    assert torch.equal(feats[tap], alone)
+    assert (alone < 0).any()  # the block's output has negatives, which a ReLU applied after it would have zeroed

@@ -12,7 +12,7 @@ import yaml
 from safetensors.torch import load_file
 
 from dcdgan.cli import main
-from dcdgan.config import Config, help_text, load_config, recipe_names, resolve_defaults, to_yaml
+from dcdgan.config import Config, help_text, load_config, paper_defaults, recipe_names, resolve_defaults, to_yaml
 from dcdgan.errors import UserError
 from dcdgan.nets import GENERATORS, GeneratorSpec, build_generator
 from dcdgan.nets.generators import PUBLIC_DEFAULTS
@@ -38,27 +38,27 @@ def test_unset_means_auto_and_is_resolved_in_one_place():
 
 
 def test_task_defaults_without_a_recipe():
-    assert resolved(load_config(None, UNPAIRED))[:3] == ("lsgan", 0.1, 64)
-    assert resolved(load_config(None, ["task=pix2pix"]))[:3] == ("hinge", 1.0, 128)
+    assert resolved(paper_defaults(UNPAIRED))[:3] == ("lsgan", 0.1, 64)
+    assert resolved(paper_defaults(["task=pix2pix"]))[:3] == ("hinge", 1.0, 128)
 
 
 def test_what_the_config_sets_wins_and_auto_unsets_it():
-    cfg = load_config(None, [*UNPAIRED, "loss.gan_mode=vanilla", "distill.lambda_dcd=0.5", "model.ndf=32"])
+    cfg = paper_defaults([*UNPAIRED, "loss.gan_mode=vanilla", "distill.lambda_dcd=0.5", "model.ndf=32"])
     assert resolved(cfg)[:3] == ("vanilla", 0.5, 32)
     # the quickstart recipe sets ndf 64 for its 32px images; auto gives the pix2pix value back
     assert load_config("quickstart").model.ndf == 64 and load_config("quickstart", ["model.ndf=auto"]).model.ndf == 128
     with pytest.raises(UserError, match="loss.gan_mode: 'wgan' is not one of lsgan, vanilla, hinge"):
-        load_config(None, ["loss.gan_mode=wgan"])
+        paper_defaults(["loss.gan_mode=wgan"])
     with pytest.raises(UserError, match="model.teacher_dropout: expected float, got 'lots'"):
-        load_config(None, ["model.teacher_dropout=lots"])
+        paper_defaults(["model.teacher_dropout=lots"])
 
 
 def test_norm_and_dropout_follow_each_architecture_separately():
-    cfg = load_config(None, ["model.teacher_netG=unet_256"])
+    cfg = paper_defaults(["model.teacher_netG=unet_256"])
     assert resolved(cfg)[3:] == ("batch", 0.5, "instance", 0.0)
-    cfg = load_config(None, ["model.teacher_netG=resnet_9blocks", "model.student_netG=unet_128"])
+    cfg = paper_defaults(["model.teacher_netG=resnet_9blocks", "model.student_netG=unet_128"])
     assert resolved(cfg)[3:] == ("instance", 0.0, "batch", 0.5)
-    cfg = load_config(None, ["model.teacher_netG=unet_256", "model.teacher_norm=instance", "model.student_dropout=0.2"])
+    cfg = paper_defaults(["model.teacher_netG=unet_256", "model.teacher_norm=instance", "model.student_dropout=0.2"])
     assert resolved(cfg)[3:] == ("instance", 0.5, "instance", 0.2)
     assert set(PUBLIC_DEFAULTS) == set(GENERATORS)
 
@@ -95,7 +95,7 @@ def test_print_config_shows_resolved_values(capsys):
     assert main(["distill", "model.teacher_netG=unet_256", "--print-config"]) == 0
     model = yaml.safe_load(capsys.readouterr().out)["model"]
     assert (model["teacher_norm"], model["teacher_dropout"], model["student_norm"], model["student_dropout"]) == ("batch", 0.5, "instance", 0.0)
-    assert "null" not in to_yaml(load_config(None))
+    assert "null" not in to_yaml(paper_defaults())
 
 
 def public_unet_keys(input_nc: int, output_nc: int, ngf: int, num_downs: int = 8) -> dict[str, tuple]:

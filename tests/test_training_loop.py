@@ -25,8 +25,8 @@ def train_records(run_dir: Path) -> list[dict]:
     return [r for r in lines if "phase" in r]
 
 
-def test_n_dis_updates_the_task_networks_every_n_steps(tmp_path, offline):
-    run = distill(tmp_path / "run", "quickstart", "distill.n_dis=2", "train.max_steps=4")
+def test_task_every_updates_the_task_networks_every_n_steps(tmp_path, offline):
+    run = distill(tmp_path / "run", "quickstart", "distill.task_every=2", "train.max_steps=4")
     keys = [set(r) - {"step", "phase", "epoch", "lr"} for r in train_records(run)]
     task = {"D", "G_gan", "G_L1"}
     assert [task <= k for k in keys] == [True, False, True, False]  # steps 1 and 3 (counters 0 and 2)
@@ -96,3 +96,68 @@ def test_pretrained_batchnorm_unet_teacher_stays_in_eval_mode(tmp_path, offline)
     changed = [k for k, v in expected.items() if not torch.equal(v, saved[k])]
     assert changed == []  # weights, running statistics and num_batches_tracked untouched
     assert {"S_dcd", "D"} <= set(train_records(run)[0]) and "G_L1" not in train_records(run)[0]
+
+
+def public_cyclegan_files(folder: Path) -> dict[str, Path]:
+    """latest_net_{G_A,G_B,D_A,D_B}.pth as the public CycleGAN code saves them (state dicts), at TINY_RUN's widths."""
+    from dcdgan.nets import build_discriminator
+
+    folder.mkdir()
+    torch.manual_seed(3)
+    nets = {"G_A": build_generator(GeneratorSpec("mobile_resnet_9blocks", 8, 1, 1)), "G_B": build_generator(GeneratorSpec("mobile_resnet_9blocks", 8, 1, 1)),
+            "D_A": build_discriminator(1, 8), "D_B": build_discriminator(1, 8)}
+    files = {}
+    for name, net in nets.items():
+        files[name] = folder / f"latest_net_{name}.pth"
+        torch.save(net.state_dict(), files[name])
+    return files
+
+
+def test_public_cyclegan_pair_d_a_is_the_discriminator_beside_g_a_and_d_b_gets_a_notice(tmp_path, offline, capsys):
+    """Public CycleGAN: netD_A judges G_A(A) against real B, netD_B judges A. D_A starts the discriminator of an A->B
+    run silently; D_B (same keys, the other domain) loads too, but one line says it is the other domain's."""
+    from dcdgan.assembly import build_networks, cyclegan_name_notices
+    from dcdgan.config import load_config
+
+    files = public_cyclegan_files(tmp_path / "public")
+    cfg = load_config("quickstart_unpaired", [*TINY_RUN, f"model.teacher_weights={files['G_A']}", f"model.teacher_disc_weights={files['D_A']}"])
+    nets = build_networks(cfg)
+    d_a = torch.load(files["D_A"], weights_only=True)
+    assert all(torch.equal(v, nets.disc_b.state_dict()[k]) for k, v in d_a.items())
+    assert cyclegan_name_notices(cfg) == []
+    capsys.readouterr()
+    distill(tmp_path / "wrong", "quickstart_unpaired", "train.max_steps=1", f"model.teacher_weights={files['G_B']}", f"model.teacher_disc_weights={files['D_B']}")
+    out = capsys.readouterr().out.splitlines()
+    assert [line for line in out if line.startswith("notice")] == [
+        f"notice: model.teacher_disc_weights={files['D_B']}: CycleGAN's D_B judges domain A images, not the outputs of the A->B teacher; "
+        "their discriminator is latest_net_D_A.pth",
+        f"notice: model.teacher_weights={files['G_B']}: CycleGAN's G_B translates the other way; the A->B teacher is latest_net_G_A.pth",
+    ]
+    # the mirror direction: B->A uses G_B and D_B, and D_A is the other domain's
+    mirror = load_config("quickstart_unpaired", [*TINY_RUN, "data.direction=BtoA", f"model.teacher_weights={files['G_B']}", f"model.teacher_disc_weights={files['D_A']}"])
+    assert cyclegan_name_notices(mirror) == [
+        f"notice: model.teacher_disc_weights={files['D_A']}: CycleGAN's D_A judges domain B images, not the outputs of the "
+        "B->A (data.direction=BtoA) teacher; their discriminator is latest_net_D_B.pth",
+    ]
+
+
+def test_pretrained_teacher_with_the_burst_schedule_trains_the_student_from_the_first_step(tmp_path, offline, capsys):
+    """Tried as a new user would: a CycleGAN burst recipe with model.teacher_weights. The plan would open with teacher
+    epochs that have no teacher to train (only D_B would learn); instead every step trains the student beside D_B,
+    the frozen teacher is never scored or re-selected, and teacher.json says what it is."""
+    source = distill(tmp_path / "source", "quickstart_unpaired", "train.max_steps=1")
+    weights = source / "teacher.safetensors"
+    capsys.readouterr()
+    run = distill(tmp_path / "run", "quickstart_unpaired", "distill.schedule=burst", "distill.burst_every=1", "data.max_train_images=4",
+                  "train.batch_size=2", "train.nepochs=2", "train.nepochs_decay=0", "train.max_steps=3", "eval.every=1",
+                  f"model.teacher_weights={weights}")
+    assert ("distill.schedule=burst with a pretrained, frozen teacher: there are no teacher epochs to run, so the student trains from the "
+            "first step, beside the discriminator (as distill.schedule=interleaved)") in capsys.readouterr().out.splitlines()
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["phase"], set(r) - {"step", "phase", "epoch", "lr"}) for r in records if "phase" in r] == [("joint", {"D_B", "S_dcd"})] * 3
+    assert not any("val/teacher_l1" in r for r in records) and [r["step"] for r in records if "val/l1" in r] == [1, 2, 3]
+    state = load_checkpoint(run / "checkpoints" / "last.ckpt")
+    assert set(state["networks"]) == {"gen_ab", "disc_b", "student", "projector"}  # no burst snapshot
+    assert state["selection"]["teacher_best_step"] is None
+    delivered = json.loads((run / "teacher.json").read_text())
+    assert (delivered["chosen"], delivered["selection"], delivered["source"]) == ("pretrained, frozen", None, str(weights))

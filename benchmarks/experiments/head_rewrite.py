@@ -7,7 +7,7 @@ inference form, so re-running this script compares against the phase-split base 
     python benchmarks/experiments/head_rewrite.py 30      # runs per variant; 1x3x256x256, 2 threads, fp32
 """
 import time, statistics, sys, copy
-import numpy as np, torch, torch.nn as nn
+import torch, torch.nn as nn
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[2] / "src"))
 from dcdgan.nets import build_generator
 from dcdgan.metrics.latency import parse_architecture

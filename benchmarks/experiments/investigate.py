@@ -17,7 +17,7 @@ import argparse
 import copy
 import json
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -29,12 +29,13 @@ from torch.utils.data import DataLoader, Subset
 
 from dcdgan.config import apply_overrides, load_config
 from dcdgan.data import DataRoot, EpochSampler
-from dcdgan.distill import make_optimizer, setup_perceptual, trainable
+from dcdgan.distill import make_optimizer, trainable
 from dcdgan.evaluate import batches
 from dcdgan.losses import dcd_loss, feature_loss, gan_loss_g, style_loss
 from dcdgan.metrics.fid import ReferenceStats, frechet_distance, kernel_inception_distance
 from dcdgan.metrics.inception import load_inception
 from dcdgan.metrics.paired import psnr_ssim, to_uint8
+from dcdgan.perceptual import setup_perceptual
 from dcdgan.assembly import Networks, build_networks, dcd_taps, uses_dcd
 from dcdgan.config import Config
 from dcdgan.modes import eval_mode, frozen
@@ -208,7 +209,7 @@ def main() -> None:
                                                         make_optimizer(trainable(nets.baseline, nets.gen_ba), cfg), None),
                                   TaskObjective(cfg.task, cfg.loss, ImagePool(pool_size, args.seed + 1), ImagePool(pool_size, args.seed + 2)), None)
             continue
-        vgg, pixel = setup_perceptual(cfg, acc)
+        vgg, pixel = setup_perceptual(cfg.distill, cfg.perceptual, acc.device, print)
         pixel = PIXEL_WEIGHT.get(n, pixel)
         shared = Networks(tnets.disc_b, teacher=tnets.teacher, gen_ba=tnets.gen_ba, disc_a=tnets.disc_a, student=nets.student, projector=nets.projector)
         objective = StudentObjective(cfg.distill, cfg.loss.gan_mode, cfg.task == "pix2pix", vgg, pixel, dcd_taps(cfg) if uses_dcd(cfg) else None)

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from dcdgan.checkpoint import load_checkpoint, load_network_state
-from dcdgan.config import Config, config_from_dict, pretrained_teacher, student_owns_disc
+from dcdgan.config import Config, burst_plan, config_from_dict, pretrained_teacher, student_owns_disc
 from dcdgan.errors import UserError
 from dcdgan.losses import dcd_loss
 from dcdgan.modes import eval_mode
@@ -122,10 +122,33 @@ def build_networks(cfg: Config) -> Networks:
         check_dcd_geometry(cfg, nets)
     if student_owns_disc(cfg):  # the same architecture as disc_b, its own weights
         nets.student_disc = build_discriminator(disc_channels(cfg), m.ndf, m.n_layers_D)
-    if cfg.distill.schedule == "burst":
+    if burst_plan(cfg):
         nets.snapshot = build_generator(teacher_spec(cfg)).eval().requires_grad_(False)
         nets.snapshot.load_state_dict(task_gen.state_dict())
     return nets
+
+
+def cyclegan_name_notices(cfg: Config) -> list[str]:
+    """One line per pretrained file whose public CycleGAN name says it belongs to the other direction.
+
+    In the public code ``netD_A`` judges ``G_A(A)`` against real B and ``netD_B`` judges A; the two discriminators
+    (and the two generators) have the same keys, so the wrong one would load without an error.
+    """
+    m = cfg.model
+    ours, other = ("A", "B") if cfg.data.direction == "AtoB" else ("B", "A")
+    arrow = "A->B" if cfg.data.direction == "AtoB" else "B->A (data.direction=BtoA)"
+    lines = []
+    if m.teacher_disc_weights and f"net_D_{other}" in Path(m.teacher_disc_weights).name:
+        lines.append(
+            f"notice: model.teacher_disc_weights={m.teacher_disc_weights}: CycleGAN's D_{other} judges domain {ours} images, not the "
+            f"outputs of the {arrow} teacher; their discriminator is latest_net_D_{ours}.pth"
+        )
+    if m.teacher_weights and f"net_G_{other}" in Path(m.teacher_weights).name:
+        lines.append(
+            f"notice: model.teacher_weights={m.teacher_weights}: CycleGAN's G_{other} translates the other way; the {arrow} "
+            f"teacher is latest_net_G_{ours}.pth"
+        )
+    return lines
 
 
 def load_teacher_discriminator(disc: nn.Module, path: Path) -> None:

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 from torch.optim import Optimizer
 
+from dcdgan.config import config_from_dict, student_owns_disc
 from dcdgan.errors import UserError
 
 FORMAT = 1
@@ -62,13 +63,23 @@ def _flat(config: dict) -> dict:
         k: v for k, v in config.items() if not isinstance(v, dict)}
 
 
+# Keys that decide together whether a network exists (the student's own discriminator: student_owns_disc); they
+# matter only when that decision changes (a new student_gan_weight with the same discriminator resumes fine).
+OWN_DISC_KEYS = ("distill.student_gan_disc", "distill.student_gan_weight")
+
+
 def check_compatible(state: dict, config: dict, path: Path) -> None:
-    """UserError naming the keys where ``config`` (a ``to_dict`` config) builds other networks than the checkpoint's."""
+    """UserError naming the keys where ``config`` (a ``to_dict`` config) builds other networks than the checkpoint's.
+
+    The one resume check, made before any data is read (``distill`` calls it through ``runs.open_for_resume``)."""
     saved, wanted = _flat(state.get("config") or {}), _flat(config)
     keys = [k for k in wanted if k in ARCHITECTURE_KEYS or k.split(".")[0] in ARCHITECTURE_SECTIONS]
     differ = [f"{k}={saved.get(k)!r} there, {wanted[k]!r} here" for k in keys if saved.get(k) != wanted[k]]
+    if not differ and student_owns_disc(config_from_dict(state.get("config") or {})) != student_owns_disc(config_from_dict(config)):
+        differ = [f"{k}={saved.get(k)!r} there, {wanted[k]!r} here" for k in OWN_DISC_KEYS if saved.get(k) != wanted[k]]
+        differ[-1] += " (the student's own discriminator exists only with distill.student_gan_disc=own and student_gan_weight > 0)"
     if differ:
-        raise UserError(f"{path}: made for other networks ({'; '.join(differ[:3])}); resume with the run's own settings or start a new run")
+        raise UserError(f"{path}: made for other networks ({'; '.join(differ)}); resume with the run's own settings or start a new run")
 
 
 def load_network_state(net: torch.nn.Module, state_dict: dict, path: Path | str, name: str) -> None:

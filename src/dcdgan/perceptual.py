@@ -14,10 +14,12 @@ import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 from torch import Tensor, nn
 
+from dcdgan.config import DistillConfig, PerceptualConfig
 from dcdgan.errors import UserError
 from dcdgan.weights import read_state_dict
 
@@ -189,3 +191,31 @@ def resolve_vgg(weights: str, preprocess: str = "auto") -> ResolvedVGG:
         if weights == "torchvision":
             raise UserError(f"VGG16 download from torchvision failed ({type(err).__name__}); pass a local file as perceptual.weights") from None
         return ResolvedVGG(None, f"not found (no ${ENV_VAR}, no torchvision cache, download failed: {type(err).__name__})")
+
+
+def setup_perceptual(distill: DistillConfig, perceptual: PerceptualConfig, device: torch.device, say: Callable[[str], None]) -> tuple[VGGPerceptual | None, float]:
+    """The student's perceptual terms: (VGG on ``device`` or None, weight of the L1 to the teacher output). ``say`` gets
+    one line naming the weights, or saying that the weight-free setting applies."""
+    d, p = distill, perceptual
+    if d.method == "none":
+        return None, 0.0
+    if (d.lambda_style == 0 and d.lambda_feat == 0) or p.weights == "none":
+        return None, d.lambda_pixel
+    resolved = resolve_vgg(p.weights, p.preprocess)
+    if resolved.model is None:
+        if p.on_missing == "error":
+            raise UserError(
+                f"VGG16 weights {resolved.source}; set perceptual.weights=FILE or ${ENV_VAR}, "
+                "or perceptual.on_missing=pixel for the weight-free setting"
+            )
+        replaced = f", replacing distill.lambda_pixel={d.lambda_pixel:g}" if d.lambda_pixel > 0 else ""
+        say(
+            f"VGG16 weights {resolved.source}: using the weight-free setting (L1 to the teacher output x{p.fallback_lambda:g} "
+            f"instead of VGG style/feature losses{replaced}); set ${ENV_VAR} or perceptual.weights=FILE to use them"
+        )
+        return None, p.fallback_lambda
+    vgg = resolved.model
+    if p.feature_scale:
+        vgg.feature_scale = p.feature_scale
+    say(f"VGG16 weights: {resolved.source} (preprocessing: {vgg.preprocess}, feature scale {vgg.feature_scale:.4g})")
+    return vgg.to(device), d.lambda_pixel

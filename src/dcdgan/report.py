@@ -33,7 +33,9 @@ def table_rows(metrics: dict) -> tuple[list[str], list[list[str]]]:
     cols = [c for c in COLUMNS if any(m.get(c[1]) is not None for m in models.values())]
     header = ["model", "step"] + [c[0] for c in cols]
     labels = {"teacher": "teacher", "student_last": "student (last)", "student_best": "student (best on val)", "exported": "exported"}
-    rows = [[labels.get(n, n), str(m["step"])] + [_fmt(m.get(key), kind) for _, key, kind in cols] for n, m in models.items()]
+    chosen = {"best on validation": "best on val"}
+    label = lambda n, m: f"teacher ({chosen.get(m['chosen'], m['chosen'])})" if n == "teacher" and m.get("chosen") else labels.get(n, n)  # noqa: E731
+    rows = [[label(n, m), str(m["step"])] + [_fmt(m.get(key), kind) for _, key, kind in cols] for n, m in models.items()]
     return header, rows
 
 

@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from dcdgan.checkpoint import atomic_write
+from dcdgan.checkpoint import atomic_write, check_compatible, load_newest
 from dcdgan.config import Config, to_dict, to_yaml
 from dcdgan.errors import UserError
 
@@ -36,6 +36,15 @@ def require_run_dir(run_dir: Path) -> None:
     if not last_checkpoint(run_dir).is_file():
         what = "a run that stopped before its first checkpoint" if (run_dir / "config.yaml").is_file() else "not a dcdgan run directory"
         raise UserError(f"{run_dir}: {what} (no checkpoints/last.ckpt); start a new run without --resume")
+
+
+def open_for_resume(run_dir: Path, cfg: Config, warn=None) -> tuple[Path, dict]:
+    """(path, state) of the checkpoint a resume continues from: the newest readable one, after the compatibility
+    check (UserError naming the config keys that would build other networks), before any data is read."""
+    require_run_dir(run_dir)
+    path, state = load_newest(last_checkpoint(run_dir).parent, warn)
+    check_compatible(state, to_dict(cfg), path)
+    return path, state
 
 
 def prepare_run_dir(run_dir: Path, cfg: Config, resume: bool) -> None:

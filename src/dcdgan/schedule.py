@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from dcdgan.config import Config
+from dcdgan.config import Config, burst_plan
 
 JOINT, TASK, STUDENT = "joint", "task", "student"
 
@@ -31,16 +31,19 @@ def lr_factor(epoch: int, constant: int, decay: int) -> float:
 def build_plan(cfg: Config, train_size: int, student_size: int, processes: int = 1) -> list[Phase]:
     """Phases for the configured method and schedule; ``student_size`` is the burst schedule's A-image count.
 
+    Burst applies only to a teacher that trains (``burst_plan``); otherwise every step is a joint (or, for
+    method=none, a task) step.
+
     A step consumes ``batch_size`` items on each of ``processes`` data-parallel processes.
     """
     bs = cfg.train.batch_size * processes
     epochs = cfg.train.nepochs + cfg.train.nepochs_decay
     steps = math.ceil(train_size / bs)
     d = cfg.distill
-    if d.method == "none" or d.schedule == "interleaved":
+    if not burst_plan(cfg):  # a pretrained, frozen teacher: the student trains from the first step whatever the schedule
         kind = TASK if d.method == "none" else JOINT
         return [Phase(kind, e, e, epochs, steps) for e in range(epochs)]
-    burst = d.n_dis * d.burst_every
+    burst = d.burst_ratio * d.burst_every
     n_bursts = math.ceil(epochs / d.burst_every)
     student_steps = math.ceil(student_size / bs)
     plan: list[Phase] = []

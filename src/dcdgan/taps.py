@@ -28,12 +28,14 @@ def resolve_taps(net: nn.Module, taps: list[str], what: str) -> dict[str, nn.Mod
 
 @contextmanager
 def capture(net: nn.Module, taps: list[str], what: str = "network") -> Iterator[dict[str, Tensor]]:
-    """Within the block, every forward of ``net`` stores the outputs of the tapped modules in the yielded dict."""
+    """Within the block, every forward of ``net`` stores (copies of) the outputs of the tapped modules in the yielded dict."""
     features: dict[str, Tensor] = {}
     handles = []
     for tap, module in resolve_taps(net, taps, what).items():
         def hook(_module: nn.Module, _inputs: tuple, output: Tensor, tap: str = tap) -> None:
-            features[tap] = output
+            # A copy: the next layer may be an in-place op (the U-Net parent's ReLU(inplace=True) rewrites a skip
+            # block's output), and DCD must read the output as produced. clone() keeps the autograd graph.
+            features[tap] = output.clone()
 
         handles.append(module.register_forward_hook(hook))
     try:

@@ -15,9 +15,7 @@ import torch
 
 from dcdgan.backends import Runner, load_runner, runner_from_module
 from dcdgan.errors import UserError
-from dcdgan.nets.generators import GENERATORS, GeneratorSpec, build_generator
-
-ARCH_NGF = {"resnet_9blocks": 64, "mobile_resnet_9blocks": 16, "unet_256": 64, "unet_128": 64}  # default widths of bare names
+from dcdgan.nets.generators import DEFAULT_NGF, GENERATORS, GeneratorSpec, build_generator
 
 
 @dataclass(frozen=True)
@@ -42,7 +40,7 @@ def parse_architecture(text: str, input_nc: int = 3) -> GeneratorSpec | None:
     if name not in GENERATORS:
         return None
     try:
-        width = int(ngf) if ngf else ARCH_NGF[name]
+        width = int(ngf) if ngf else DEFAULT_NGF[name]
     except ValueError:
         raise UserError(f"{text}: expected NAME or NAME:NGF, e.g. mobile_resnet_9blocks:16") from None
     return GeneratorSpec(name, width, input_nc, input_nc)

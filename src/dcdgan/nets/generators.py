@@ -252,6 +252,10 @@ def _unet(num_downs: int) -> Callable[[GeneratorSpec], nn.Module]:
     return build
 
 
+# Width of an architecture named without one (``dcdgan profile NAME``, ``dcdgan bench NAME``): the papers' sizes,
+# mobile_resnet_9blocks at the student's 16 (its 64 is the teacher of the recipes; name it: NAME:64, --ngf 64).
+DEFAULT_NGF: dict[str, int] = {"resnet_9blocks": 64, "mobile_resnet_9blocks": 16, "unet_256": 64, "unet_128": 64}
+
 GENERATORS: dict[str, Callable[[GeneratorSpec], nn.Module]] = {
     "resnet_9blocks": _resnet,
     "mobile_resnet_9blocks": _mobile_resnet,
