@@ -323,7 +323,7 @@ def test_recipe_runs_two_steps_through_the_cli(recipe, release, paired_photos, t
     resolved = flat(yaml.safe_load((run / "config.yaml").read_text()))
     keeps, networks = RECIPES[recipe]
     expected = {"data.crop_size": 64, "data.load_size": 72, "data.input_nc": 3, "data.output_nc": 3,
-                "distill.method": "dcd", "distill.schedule": "interleaved", "distill.n_dis": 1, "train.batch_size": 1, **keeps}
+                "distill.method": "dcd", "distill.schedule": "interleaved", "distill.task_every": 1, "train.batch_size": 1, **keeps}
     assert {key: resolved[key] for key in expected} == expected
     # every value of the recipe file survives, except the keys this test overrides
     overridden = {arg.split("=")[0] for arg in FAST + data}  # perceptual.weights: auto in the recipe, random here

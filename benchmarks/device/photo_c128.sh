@@ -17,7 +17,7 @@ LIMIT=${LIMIT:-530}                       # seconds for the whole training, insi
 METHODS=teacher,none,omgd,dcd,dcd_own
 NAME=horse2zebra_128_gpu
 COMMON=(horse2zebra_128 --seeds "$SEEDS" --budget "$BUDGET" --teacher-budget "$TEACHER_BUDGET" --frozen-teacher --methods "$METHODS"
-        --val-points 3 --val-metric l1 --name "$NAME" distill.schedule=interleaved distill.n_dis=1)
+        --val-points 3 --val-metric l1 --name "$NAME" distill.schedule=interleaved distill.task_every=1)
 
 case "${1:-}" in
 prepare)  # the carried folder: horse2zebra-128 as one tar (2,661 small files weigh more on disk) + VGG16 up to relu4_3
@@ -42,9 +42,10 @@ run)
   copy_finished() {  # each finished run's deliverable and curves, as soon as it exists
     for d in "$RUNS"/"$NAME"/b*/*/seed*; do
       [ -f "$d/student.safetensors" ] || continue
-      dest="$OUT/runs/$NAME/${d#"$RUNS/$NAME/"}"; [ -f "$dest/student.safetensors" ] && continue
+      dest="$OUT/runs/$NAME/${d#"$RUNS/$NAME/"}"
+      [ -f "$d/train_wall.json" ] && mkdir -p "$dest" && cp "$d/train_wall.json" "$dest"/   # written just after the run ends
+      [ -f "$dest/student.safetensors" ] && continue
       mkdir -p "$dest" && cp "$d"/{student.safetensors,student.json,config.yaml,metrics.jsonl} "$dest"/ 2>/dev/null
-      [ -f "$d/train_wall.json" ] && cp "$d/train_wall.json" "$dest"/
     done
   }
   ( while sleep 10; do copy_finished; done ) & copier=$!
