@@ -2,7 +2,8 @@
 
     python benchmarks/latency.py --size 256 --threads 2 --runs 30
 
-Per backend (PyTorch eager, torch.compile, ONNX Runtime, OpenVINO), the student (mobile_resnet_9blocks ngf 16)
+Per backend (PyTorch eager, torch.compile, ONNX Runtime, OpenVINO; with ``.[mobile]`` also ``--backends
+executorch,litert``: both models converted first, then run on the ExecuTorch runtime / LiteRT interpreter), the student (mobile_resnet_9blocks ngf 16)
 and the teacher (resnet_9blocks ngf 64, the original CycleGAN/pix2pix generator; --teacher to change) are
 warmed up, then timed alternately (student, teacher, student, ...), so both see the same machine load. The
 table gives medians, p90s and the realized speedup (teacher median / student median) beside the MAC ratio.
@@ -25,6 +26,7 @@ import json
 import platform
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -109,7 +111,27 @@ def print_gpu_table(rows: list[dict], args: argparse.Namespace) -> None:
               f"{r['teacher_img_s']:.0f} | {r['speedup']:.1f}x | {r['mac_ratio']:.1f}x |")
 
 
-BACKEND_LABELS = {"torch": "PyTorch eager", "compile": "torch.compile (inductor)", "onnxruntime": "ONNX Runtime", "openvino": "OpenVINO"}
+BACKEND_LABELS = {
+    "torch": "PyTorch eager", "compile": "torch.compile (inductor)", "onnxruntime": "ONNX Runtime", "openvino": "OpenVINO",
+    "executorch": "ExecuTorch (XNNPACK)", "litert": "LiteRT",
+}
+PHONE_BACKENDS = ("executorch", "litert")  # converted here first (pip install -e ".[mobile]"), then run on their own runtimes
+
+
+def phone_runner(architecture: str, fmt: str, settings: BenchSettings, folder: Path):
+    """A random-weights generator converted to .pte / .tflite (at settings.size) and loaded on its runtime."""
+    from dcdgan.backends import load_runner
+    from dcdgan.export import description_json
+    from dcdgan.mobile import description_file, executorch_bytes, litert_bytes
+
+    spec = parse_architecture(architecture, settings.input_nc)
+    torch.manual_seed(0)
+    net = build_generator(spec).eval()
+    data = executorch_bytes(net, spec) if fmt == "executorch" else litert_bytes(net, spec, side=settings.size)
+    file = folder / f"{architecture.replace(':', '_')}{'.pte' if fmt == 'executorch' else '.tflite'}"
+    file.write_bytes(data)
+    description_file(file).write_text(description_json(spec))
+    return load_runner(file, threads=settings.threads)
 
 
 def main() -> None:
@@ -138,7 +160,13 @@ def main() -> None:
     for backend in [b for b in args.backends.split(",") if b]:
         settings = BenchSettings(backend, "fp32", "cpu", args.size, args.batch, args.threads, args.runs, args.warmup)
         start = time.time()
-        result = bench(args.student, settings, vs=args.teacher)
+        if backend in PHONE_BACKENDS:
+            with tempfile.TemporaryDirectory() as tmp:
+                runners = [phone_runner(model, backend, settings, Path(tmp)) for model in (args.student, args.teacher)]
+                result, other = time_runners(runners, settings)
+            result.update(vs=other, speedup=other["median_ms"] / result["median_ms"], mac_ratio=other["macs"] / result["macs"])
+        else:
+            result = bench(args.student, settings, vs=args.teacher)
         result["wall_s"] = time.time() - start
         results.append(result)
         print(f"[{backend}] student {result['median_ms']:.1f} ms, teacher {result['vs']['median_ms']:.1f} ms, "

@@ -39,35 +39,61 @@ def phone_exports(tiny_run_dir, tmp_path_factory):
     folder = tmp_path_factory.mktemp("phone")
     made: dict = {}
 
-    def get(fmt: str, which: str = "student"):
-        if (fmt, which) not in made:
-            out = folder / f"{which}{SUFFIX[fmt]}"
-            made[fmt, which] = out, export_model(tiny_run_dir, fmt, out, which=which, sizes=(32, 48), quiet=True)
-        return made[fmt, which]
+    def get(fmt: str, which: str = "student", size: int = 32):
+        if (fmt, which, size) not in made:
+            out = folder / f"{which}{size}{SUFFIX[fmt]}"
+            made[fmt, which, size] = out, export_model(tiny_run_dir, fmt, out, which=which, sizes=(size, size + 16), quiet=True)
+        return made[fmt, which, size]
 
     return get
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("which", ["student", "teacher"])
-@pytest.mark.parametrize("fmt", [pytest.param("executorch", marks=needs("executorch")), pytest.param("litert", marks=needs("litert"))])
-def test_phone_export_matches_pytorch_at_two_sizes(phone_exports, tiny_run_dir, fmt, which):
-    out, result = phone_exports(fmt, which)
+def runner_and_net(out, tiny_run_dir, fmt, which, result, real=True):
+    """The export on its runtime, and the PyTorch net it came from; checks what both must agree on."""
     assert out.is_file() and mobile.description_file(out).is_file()
-    assert result["max_abs_diff"] <= 1e-4 and "max_abs_diff_real" in result  # the run's own images too
+    assert result["max_abs_diff"] <= 1e-4
+    assert ("max_abs_diff_real" in result) is real  # checked on the run's own (32 px) images where they fit
     net = load_torch_source(tiny_run_dir, which).net.eval()
     runner = load_runner(out)
     assert runner.backend == fmt
     assert (runner.input_nc, runner.output_nc, runner.size_multiple) == (1, 1, 4)
     assert runner.params == sum(p.numel() for p in net.parameters())
+    return runner, net
+
+
+def assert_matches(runner, net, shapes) -> None:
     rng = np.random.default_rng(1)
-    for shape in [(1, 1, 32, 32), (3, 1, 48, 48), (2, 1, 32, 48)]:  # two sizes, H != W, batches run image by image
+    for shape in shapes:
         x = rng.uniform(-1, 1, shape).astype(np.float32)
         with torch.no_grad():
             expected = net(torch.from_numpy(x)).numpy()
         got = runner(x)
         assert got.shape == shape
         assert np.abs(got - expected).max() <= 1e-4
+
+
+@pytest.mark.slow
+@needs("executorch")
+@pytest.mark.parametrize("which", ["student", "teacher"])
+def test_executorch_export_matches_pytorch_at_two_sizes(phone_exports, tiny_run_dir, which):
+    out, result = phone_exports("executorch", which)
+    runner, net = runner_and_net(out, tiny_run_dir, "executorch", which, result)
+    assert_matches(runner, net, [(1, 1, 32, 32), (3, 1, 48, 48), (2, 1, 32, 48)])  # one program: dynamic H, W; batches image by image
+    with pytest.raises(UserError, match=r"exported for images up to 512x512, got 516x32"):
+        runner(np.zeros((1, 1, 516, 32), np.float32))
+
+
+@pytest.mark.slow
+@needs("litert")
+@pytest.mark.parametrize("which", ["student", "teacher"])
+def test_litert_exports_match_pytorch_at_two_sizes(phone_exports, tiny_run_dir, which):
+    for size in (32, 48):  # a .tflite takes one size (mobile.litert_bytes says why): one export per size
+        out, result = phone_exports("litert", which, size)
+        assert result["size"] == size
+        runner, net = runner_and_net(out, tiny_run_dir, "litert", which, result, real=size == 32)  # 48 px: the run's images do not fit
+        assert_matches(runner, net, [(1, 1, size, size), (3, 1, size, size)])
+        with pytest.raises(UserError, match=rf"a LiteRT export takes {size}x{size} images, got 40x40 \(export again with --size\)"):
+            runner(np.zeros((1, 1, 40, 40), np.float32))
 
 
 @pytest.mark.slow
@@ -98,7 +124,8 @@ def test_translate_runs_the_phone_export(phone_exports, tiny_run_dir, tmp_path, 
     images = tmp_path / "in"
     images.mkdir()
     rng = np.random.default_rng(0)
-    for name, size in (("a.png", (32, 32)), ("b.png", (30, 45))):  # 30x45: padded to 32x48, cropped back
+    second = (30, 45) if fmt == "executorch" else (29, 31)  # padded to 32x48 (32x32: a .tflite's one size), cropped back
+    for name, size in (("a.png", (32, 32)), ("b.png", second)):
         Image.fromarray(rng.integers(0, 256, size, dtype=np.uint8), "L").save(images / name)
     assert main(["translate", str(out), str(images), str(tmp_path / "phone")]) == 0
     assert f"translated 2 image(s) into {tmp_path / 'phone'} ({fmt}, fp32)" in capsys.readouterr().out

@@ -140,7 +140,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from dcdgan.export import export_model
 
-    result = export_model(args.model, args.format, args.out, args.precision, "teacher" if args.teacher else "student", quiet=args.json)
+    sizes = () if args.size is None else (args.size, args.size + 8)
+    result = export_model(args.model, args.format, args.out, args.precision, "teacher" if args.teacher else "student", sizes=sizes, quiet=args.json)
     if args.json:
         print(json.dumps(result, indent=2))
     return 0
@@ -252,6 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output file (.onnx, .xml (+ .bin), .pt2, .pte, .tflite, .mlpackage)")
     p.add_argument("--precision", default="fp32", choices=PRECISIONS, help="fp32 (all formats); fp16, bf16 (openvino); int8 (openvino, executorch, litert)")
     p.add_argument("--teacher", action="store_true", help="export the run's teacher instead of its student")
+    p.add_argument("--size", type=int, help="parity-check size (and SIZE+8); litert: the model's fixed input size (default: the run's image size)")
     p.add_argument("--json", action="store_true", help="print the result (parity, PSNR) as JSON")
     p.set_defaults(func=cmd_export)
 

@@ -1,8 +1,9 @@
 """Phone formats: ExecuTorch (.pte, XNNPACK delegate), LiteRT (.tflite, through litert-torch) and Core ML (.mlpackage).
 
-Each converter takes the generator's inference form through ``torch.export`` with batch 1 and dynamic height and
-width (multiples of the net's stride, at most ``MAX_SIDE``): ExecuTorch plans its memory for the largest shape
-when a program loads, so the bound is what a phone pays in RAM. The runners (``executorch`` runtime,
+ExecuTorch takes the generator's inference form through ``torch.export`` with batch 1 and dynamic height and
+width (multiples of the net's stride, at most ``MAX_SIDE``): it plans its memory for the largest shape when a
+program loads, so the bound is what a phone pays in RAM. LiteRT takes one fixed size (``litert_bytes`` says
+why). The runners (``executorch`` runtime,
 ``ai-edge-litert`` interpreter) run a batch one image at a time. The generator's description travels beside the
 file as ``<file>.json`` (the formats' own metadata slots are not read back by their Python runtimes alike).
 
@@ -17,6 +18,7 @@ import contextlib
 import importlib
 import io
 import json
+import logging
 from pathlib import Path
 from typing import Callable
 
@@ -35,6 +37,8 @@ CALIBRATION_IMAGES = 32  # pt2e observers settle within a few dozen images; each
 
 def require_mobile(module: str):
     """Import a phone-format package, or raise a one-line UserError naming the extra to install."""
+    # coremltools logs a warning per macOS-only native library it cannot load on Linux: expected here, not news
+    logging.getLogger("coremltools").setLevel(logging.ERROR)
     try:
         return importlib.import_module(module)
     except ImportError:
@@ -84,21 +88,29 @@ def executorch_bytes(net: nn.Module, spec: GeneratorSpec, calibration: list[np.n
         raise UserError(f"ExecuTorch lowering failed for {spec.netG}: {str(err).splitlines()[0][:200]}") from None
 
 
-def litert_bytes(net: nn.Module, spec: GeneratorSpec, calibration: list[np.ndarray] | None = None) -> bytes:
-    """The generator as a LiteRT flatbuffer (litert-torch, transposed convolutions cropped); int8 with ``calibration``."""
+def litert_bytes(net: nn.Module, spec: GeneratorSpec, calibration: list[np.ndarray] | None = None, side: int = 64) -> bytes:
+    """The generator as a LiteRT flatbuffer for 1 x C x side x side images (litert-torch, transposed convolutions
+    cropped); int8 with ``calibration``. Static: with dynamic H/W, litert-torch 0.10.0 fails on the ``arange`` of
+    the reflection pads' indices ("'<=' not supported between instances of 'int' and 'Node'", in its int64->int32
+    rewrite), so a .tflite takes one image size."""
     litert_torch = require_mobile("litert_torch")
     form = litert_form(net)
+    example = (torch.randn(1, spec.input_nc, side, side),)
     quant_config = None
     if calibration is not None:
         pq = require_mobile("litert_torch.quantize.pt2e_quantizer")
         qc = require_mobile("litert_torch.quantize.quant_config")
+        pt2e = require_mobile("torchao.quantization.pt2e.quantize_pt2e")
         quantizer = pq.PT2EQuantizer().set_global(pq.get_symmetric_quantization_config(is_per_channel=True))
-        form = _quantized(form, spec, quantizer, calibration)
+        prepared = pt2e.prepare_pt2e(torch.export.export(form, example).module(), quantizer)
+        with torch.no_grad():
+            for x in calibration:
+                prepared(torch.from_numpy(x))
+        form = pt2e.convert_pt2e(prepared)
         quant_config = qc.QuantConfig(pt2e_quantizer=quantizer)
-    example = mobile_example(spec)
     try:
         with contextlib.redirect_stdout(io.StringIO()):
-            edge = litert_torch.convert(form, example, dynamic_shapes=program_dynamic_shapes(spec), quant_config=quant_config)
+            edge = litert_torch.convert(form, example, quant_config=quant_config)
         return edge.tflite_model()
     except Exception as err:
         raise UserError(f"LiteRT conversion failed for {spec.netG}: {str(err).splitlines()[0][:200]}") from None
@@ -222,7 +234,7 @@ def load_pte(path: Path, backend: str, precision: str, threads: int | None):
 
 
 def load_tflite(path: Path, backend: str, precision: str, threads: int | None):
-    """A Runner for a LiteRT flatbuffer, on the ai-edge-litert interpreter (one image per call, resized per shape)."""
+    """A Runner for a LiteRT flatbuffer, on the ai-edge-litert interpreter (one image per call, at the export's size)."""
     from dcdgan.backends import Runner, _params, size_multiple_of
 
     interpreter_module = require_mobile("ai_edge_litert.interpreter")
@@ -239,12 +251,12 @@ def load_tflite(path: Path, backend: str, precision: str, threads: int | None):
     shape = {"now": None}
     precision = "int8" if spec_precision(path) == "int8" else precision
 
+    fixed = tuple(int(d) for d in inp["shape"])
+    interpreter.allocate_tensors()
+
     def run_one(x: np.ndarray) -> np.ndarray:
-        _check_side(path, x, MAX_SIDE)
-        if shape["now"] != x.shape:
-            interpreter.resize_tensor_input(inp["index"], list(x.shape), strict=False)
-            interpreter.allocate_tensors()
-            shape["now"] = x.shape
+        if x.shape[1:] != fixed[1:]:
+            raise UserError(f"{path}: a LiteRT export takes {fixed[2]}x{fixed[3]} images, got {x.shape[2]}x{x.shape[3]} (export again with --size)")
         interpreter.set_tensor(inp["index"], x)
         interpreter.invoke()
         return interpreter.get_tensor(outp["index"]).copy()

@@ -23,9 +23,6 @@ from dcdgan.backends import load_runner, load_torch_source, size_multiple_of  # 
 from dcdgan.checkpoint import atomic_write
 from dcdgan.errors import UserError
 
-CONVERTERS = {"executorch": mobile.executorch_bytes, "litert": mobile.litert_bytes}
-
-
 def _default_sizes(spec, images) -> tuple[int, int]:
     m = size_multiple_of(spec)
     base = images[0].shape[-1] if images else 64
@@ -60,20 +57,33 @@ def export_phone(model, fmt: str, out: Path, precision: str, which: str, sizes: 
         if calibration is None:
             raise UserError(f"{src.path}: int8 calibrates on the run's training images; pass the run directory (or a file inside it)")
         say(f"int8: pt2e calibration on {len(calibration)} training images of {src.run_dir}")
-    data = CONVERTERS[fmt](net, spec, calibration)
+    random_inputs = export.parity_inputs(spec, sizes)
+    real_inputs = images or []
+    if fmt == "litert":  # one fixed image size (see mobile.litert_bytes): checked at that size
+        side = sizes[0]
+        say(f"litert: a static 1x{spec.input_nc}x{side}x{side} model (litert-torch 0.10 cannot convert this net with dynamic H/W)")
+        data = mobile.litert_bytes(net, spec, calibration, side)
+        random_inputs = [x for x in random_inputs if x.shape[2:] == (side, side)]
+        real_inputs = [x for x in real_inputs if x.shape[2:] == (side, side)]
+        if images and not real_inputs:
+            say(f"note: the run's validation images are not {side}x{side}; parity is checked on random input only")
+        result["size"] = side
+    else:
+        data = mobile.executorch_bytes(net, spec, calibration)
     description = export.description_json(spec, precision)
     with tempfile.TemporaryDirectory() as tmp:
         candidate = Path(tmp) / f"model{export.SUFFIXES[fmt]}"
         _write_with_description(data, candidate, description)
         runner = load_runner(candidate, backend=fmt)
         if precision == "fp32":
-            _check_parity(runner, net, spec, sizes, images or [], fmt, out, result, say)
+            _check_parity(runner, net, random_inputs, real_inputs, fmt, out, result, say)
         else:
-            check = export.run_images(src, "val", max_images=export.PRECISION_COST_IMAGES) or export.parity_inputs(spec, sizes)
+            fits = lambda x: fmt != "litert" or x.shape[2:] == (side, side)  # noqa: E731
+            check = [x for x in export.run_images(src, "val", max_images=export.PRECISION_COST_IMAGES) or [] if fits(x)] or random_inputs
             reference = export.torch_outputs(net, check)
             result["psnr_vs_fp32"] = export.psnr_against(runner, check, reference)
             result["max_abs_diff_vs_fp32"] = export.max_abs_difference(runner, check, reference)
-            on = f"{len(check)} validation images" if images else f"{len(check)} random batches (no run data)"
+            on = f"{len(check)} validation images" if check is not random_inputs else f"{len(check)} random batches (no run data)"
             say(f"{precision} cost: PSNR {result['psnr_vs_fp32']:.2f} dB against fp32 on {on} (max abs diff {result['max_abs_diff_vs_fp32']:.3f})")
     _write_with_description(data, out, description)
     result["bytes"] = len(data)
@@ -81,9 +91,9 @@ def export_phone(model, fmt: str, out: Path, precision: str, which: str, sizes: 
     return result
 
 
-def _check_parity(runner, net: nn.Module, spec, sizes, real_inputs, fmt: str, out: Path, result: dict, say) -> None:
+def _check_parity(runner, net: nn.Module, random_inputs, real_inputs, fmt: str, out: Path, result: dict, say) -> None:
     """Max abs difference against PyTorch on random and real input; a UserError over the tolerance."""
-    for label, inputs in (("random", export.parity_inputs(spec, sizes)), ("real", real_inputs)):
+    for label, inputs in (("random", random_inputs), ("real", real_inputs)):
         if not inputs:
             continue
         diff = export.max_abs_difference(runner, inputs, export.torch_outputs(net, inputs))
