@@ -67,7 +67,12 @@ def _quantized(form: nn.Module, spec: GeneratorSpec, quantizer, images: list[np.
     with torch.no_grad():
         for x in images:
             prepared(torch.from_numpy(x))
-    return pt2e.convert_pt2e(prepared)
+    return _eval_mode(pt2e.convert_pt2e(prepared))
+
+
+def _eval_mode(module: nn.Module) -> nn.Module:
+    """An exported (pt2e) module switched to eval behaviour (``.eval()`` is refused on exported modules)."""
+    return require_mobile("torchao.quantization.pt2e").move_exported_model_to_eval(module)
 
 
 def executorch_bytes(net: nn.Module, spec: GeneratorSpec, calibration: list[np.ndarray] | None = None) -> bytes:
@@ -106,12 +111,12 @@ def litert_bytes(net: nn.Module, spec: GeneratorSpec, calibration: list[np.ndarr
         with torch.no_grad():
             for x in calibration:
                 prepared(torch.from_numpy(x))
-        form = pt2e.convert_pt2e(prepared)
+        form = _eval_mode(pt2e.convert_pt2e(prepared))
         quant_config = qc.QuantConfig(pt2e_quantizer=quantizer)
     try:
         with contextlib.redirect_stdout(io.StringIO()):
             edge = litert_torch.convert(form, example, quant_config=quant_config)
-        return edge.tflite_model()
+        return edge.model_content()
     except Exception as err:
         raise UserError(f"LiteRT conversion failed for {spec.netG}: {str(err).splitlines()[0][:200]}") from None
 
@@ -156,10 +161,14 @@ def coreml_structure(package: Path) -> dict:
     model = ct.models.MLModel(str(package), skip_model_load=True)
     spec = model.get_spec()
     ops: dict[str, int] = {}
+    produced: dict[str, list] = {}  # tensor name -> shape given by the op that produces it
 
     def count(block) -> None:
         for op in block.operations:
             ops[op.type] = ops.get(op.type, 0) + 1
+            for value in op.outputs:
+                dims = value.type.tensorType.dimensions
+                produced[value.name] = [d.constant.size if d.HasField("constant") else "?" for d in dims]
             for inner in op.blocks:
                 count(inner)
 
@@ -172,7 +181,7 @@ def coreml_structure(package: Path) -> dict:
         ranges = array.shapeRange.sizeRanges
         if ranges:
             return [r.lowerBound if r.lowerBound == r.upperBound else f"{r.lowerBound}..{r.upperBound}" for r in ranges]
-        return list(array.shape)
+        return list(array.shape) or produced.get(feature.name, [])  # an output's shape: from the op that makes it
 
     return {
         "inputs": {f.name: shape(f) for f in spec.description.input},
