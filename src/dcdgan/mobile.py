@@ -72,7 +72,10 @@ def _quantized(form: nn.Module, spec: GeneratorSpec, quantizer, images: list[np.
 
 def _eval_mode(module: nn.Module) -> nn.Module:
     """An exported (pt2e) module switched to eval behaviour (``.eval()`` is refused on exported modules)."""
-    return require_mobile("torchao.quantization.pt2e").move_exported_model_to_eval(module)
+    module = require_mobile("torchao.quantization.pt2e").move_exported_model_to_eval(module)
+    for sub in module.modules():  # the flag only: the captured graph no longer reads it, but litert-torch warns on it
+        sub.training = False
+    return module
 
 
 def executorch_bytes(net: nn.Module, spec: GeneratorSpec, calibration: list[np.ndarray] | None = None) -> bytes:
@@ -106,7 +109,7 @@ def litert_bytes(net: nn.Module, spec: GeneratorSpec, calibration: list[np.ndarr
         pq = require_mobile("litert_torch.quantize.pt2e_quantizer")
         qc = require_mobile("litert_torch.quantize.quant_config")
         pt2e = require_mobile("torchao.quantization.pt2e.quantize_pt2e")
-        quantizer = pq.PT2EQuantizer().set_global(pq.get_symmetric_quantization_config(is_per_channel=True))
+        quantizer = pq.PT2EQuantizer().set_global(pq.get_symmetric_quantization_config(is_per_channel=False))
         prepared = pt2e.prepare_pt2e(torch.export.export(form, example).module(), quantizer)
         with torch.no_grad():
             for x in calibration:
