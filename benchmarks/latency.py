@@ -127,7 +127,7 @@ def phone_runner(architecture: str, fmt: str, settings: BenchSettings, folder: P
     spec = parse_architecture(architecture, settings.input_nc)
     torch.manual_seed(0)
     net = build_generator(spec).eval()
-    data = executorch_bytes(net, spec) if fmt == "executorch" else litert_bytes(net, spec, side=settings.size)
+    data = executorch_bytes(net, spec) if fmt == "executorch" else litert_bytes(net, spec, settings.size)
     file = folder / f"{architecture.replace(':', '_')}{'.pte' if fmt == 'executorch' else '.tflite'}"
     file.write_bytes(data)
     description_file(file).write_text(description_json(spec))

@@ -207,6 +207,8 @@ def test_missing_runtime_is_one_line(tmp_path, monkeypatch, capsys, suffix, pack
 
 def test_phone_exports_refuse_int8_elsewhere_and_fp16(tiny_run_dir, tmp_path, capsys):
     assert main(["export", str(tiny_run_dir), "--format", "litert", "--precision", "bf16", "--out", str(tmp_path / "s.tflite")]) == 2
-    assert "--format litert exports fp32, int8" in capsys.readouterr().err
+    assert "--format litert exports fp32; for bf16 use --format openvino" in capsys.readouterr().err
+    assert main(["export", str(tiny_run_dir), "--format", "litert", "--precision", "int8", "--out", str(tmp_path / "s.tflite")]) == 2
+    assert "--format litert exports fp32; for int8 use --format openvino" in capsys.readouterr().err
     assert main(["export", str(tiny_run_dir), "--format", "executorch", "--out", str(tmp_path / "s.tflite")]) == 2
     assert capsys.readouterr().err.strip() == f"dcdgan export: error: {tmp_path / 's.tflite'}: a executorch export must end in .pte"

@@ -8,8 +8,8 @@ why). The runners (``executorch`` runtime,
 file as ``<file>.json`` (the formats' own metadata slots are not read back by their Python runtimes alike).
 
 Core ML converts on Linux but predicts only on macOS; here it is checked structurally (``coreml_structure``).
-int8: static post-training quantization (pt2e) calibrated on the run's training images, with XNNPACK's quantizer
-for ExecuTorch and litert-torch's for LiteRT.
+int8 (ExecuTorch): static post-training quantization (pt2e, XNNPACK's quantizer) calibrated on the run's
+training images. LiteRT exports fp32 only (``litert_bytes`` says why).
 """
 
 from __future__ import annotations
@@ -87,6 +87,8 @@ def executorch_bytes(net: nn.Module, spec: GeneratorSpec, calibration: list[np.n
         xq = require_mobile("executorch.backends.xnnpack.quantizer.xnnpack_quantizer")
         quantizer = xq.XNNPACKQuantizer().set_global(xq.get_symmetric_quantization_config(is_per_channel=True))
         form = _quantized(form, spec, quantizer, calibration)
+        # dequantize ops XNNPACK does not absorb run on ExecuTorch's quantized kernels: register their out variants
+        require_mobile("executorch.kernels.quantized")
     program = _mobile_program(form, spec)
     try:
         with contextlib.redirect_stdout(io.StringIO()):
@@ -96,29 +98,18 @@ def executorch_bytes(net: nn.Module, spec: GeneratorSpec, calibration: list[np.n
         raise UserError(f"ExecuTorch lowering failed for {spec.netG}: {str(err).splitlines()[0][:200]}") from None
 
 
-def litert_bytes(net: nn.Module, spec: GeneratorSpec, calibration: list[np.ndarray] | None = None, side: int = 64) -> bytes:
+def litert_bytes(net: nn.Module, spec: GeneratorSpec, side: int = 64) -> bytes:
     """The generator as a LiteRT flatbuffer for 1 x C x side x side images (litert-torch, transposed convolutions
-    cropped); int8 with ``calibration``. Static: with dynamic H/W, litert-torch 0.10.0 fails on the ``arange`` of
-    the reflection pads' indices ("'<=' not supported between instances of 'int' and 'Node'", in its int64->int32
-    rewrite), so a .tflite takes one image size."""
+    cropped), fp32. Static: with dynamic H/W, litert-torch 0.10.0 fails on the ``arange`` of the reflection pads'
+    indices ("'<=' not supported between instances of 'int' and 'Node'", in its int64->int32 rewrite), so a
+    .tflite takes one image size. No int8: litert-torch 0.10.0's pt2e path fails on this net's convolutions, per
+    channel and per tensor ("'stablehlo.uniform_dequantize' op operand #0 must be ranked tensor of per-tensor
+    in[teger quantized values]", benchmarks/RESULTS.md)."""
     litert_torch = require_mobile("litert_torch")
-    form = litert_form(net)
     example = (torch.randn(1, spec.input_nc, side, side),)
-    quant_config = None
-    if calibration is not None:
-        pq = require_mobile("litert_torch.quantize.pt2e_quantizer")
-        qc = require_mobile("litert_torch.quantize.quant_config")
-        pt2e = require_mobile("torchao.quantization.pt2e.quantize_pt2e")
-        quantizer = pq.PT2EQuantizer().set_global(pq.get_symmetric_quantization_config(is_per_channel=False))
-        prepared = pt2e.prepare_pt2e(torch.export.export(form, example).module(), quantizer)
-        with torch.no_grad():
-            for x in calibration:
-                prepared(torch.from_numpy(x))
-        form = _eval_mode(pt2e.convert_pt2e(prepared))
-        quant_config = qc.QuantConfig(pt2e_quantizer=quantizer)
     try:
         with contextlib.redirect_stdout(io.StringIO()):
-            edge = litert_torch.convert(form, example, quant_config=quant_config)
+            edge = litert_torch.convert(litert_form(net), example)
         return edge.model_content()
     except Exception as err:
         raise UserError(f"LiteRT conversion failed for {spec.netG}: {str(err).splitlines()[0][:200]}") from None

@@ -62,7 +62,7 @@ def export_phone(model, fmt: str, out: Path, precision: str, which: str, sizes: 
     if fmt == "litert":  # one fixed image size (see mobile.litert_bytes): checked at that size
         side = sizes[0]
         say(f"litert: a static 1x{spec.input_nc}x{side}x{side} model (litert-torch 0.10 cannot convert this net with dynamic H/W)")
-        data = mobile.litert_bytes(net, spec, calibration, side)
+        data = mobile.litert_bytes(net, spec, side)
         random_inputs = [x for x in random_inputs if x.shape[2:] == (side, side)]
         real_inputs = [x for x in real_inputs if x.shape[2:] == (side, side)]
         if images and not real_inputs:
