@@ -251,7 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="run directory, checkpoint, or generator .safetensors")
     p.add_argument("--format", required=True, choices=FORMATS)
     p.add_argument("--out", required=True, help="output file (.onnx, .xml (+ .bin), .pt2, .pte, .tflite, .mlpackage)")
-    p.add_argument("--precision", default="fp32", choices=PRECISIONS, help="fp32 (all formats); fp16, bf16 (openvino); int8 (openvino, executorch)")
+    p.add_argument("--precision", default="fp32", choices=PRECISIONS, help="fp32 (all formats); fp16, bf16 (openvino); int8 (openvino)")
     p.add_argument("--teacher", action="store_true", help="export the run's teacher instead of its student")
     p.add_argument("--size", type=int, help="parity-check size (and SIZE+8); litert: the model's fixed input size (default: the run's image size)")
     p.add_argument("--json", action="store_true", help="print the result (parity, PSNR) as JSON")

@@ -8,8 +8,8 @@ why). The runners (``executorch`` runtime,
 file as ``<file>.json`` (the formats' own metadata slots are not read back by their Python runtimes alike).
 
 Core ML converts on Linux but predicts only on macOS; here it is checked structurally (``coreml_structure``).
-int8 (ExecuTorch): static post-training quantization (pt2e, XNNPACK's quantizer) calibrated on the run's
-training images. LiteRT exports fp32 only (``litert_bytes`` says why).
+Both export fp32 only; int8 failed in each converter (``executorch_bytes``, ``litert_bytes`` and
+benchmarks/RESULTS.md say how).
 """
 
 from __future__ import annotations
@@ -32,7 +32,6 @@ from dcdgan.nets.inference import inference_form, litert_form
 
 MOBILE_EXTRA = 'pip install "dcdgan[mobile]"'
 MAX_SIDE = 512  # largest height/width a phone export accepts (ExecuTorch plans memory for it)
-CALIBRATION_IMAGES = 32  # pt2e observers settle within a few dozen images; each costs an eager forward
 
 
 def require_mobile(module: str):
@@ -59,37 +58,12 @@ def _mobile_program(net: nn.Module, spec: GeneratorSpec, max_side: int = MAX_SID
         raise UserError(f"torch.export failed for {spec.netG}: {str(err).splitlines()[0][:200]}") from None
 
 
-def _quantized(form: nn.Module, spec: GeneratorSpec, quantizer, images: list[np.ndarray]) -> nn.Module:
-    """pt2e static int8: annotate with ``quantizer``, calibrate on ``images`` (1,C,H,W each), convert."""
-    pt2e = require_mobile("torchao.quantization.pt2e.quantize_pt2e")
-    captured = _mobile_program(form, spec).module()
-    prepared = pt2e.prepare_pt2e(captured, quantizer)
-    with torch.no_grad():
-        for x in images:
-            prepared(torch.from_numpy(x))
-    return _eval_mode(pt2e.convert_pt2e(prepared))
-
-
-def _eval_mode(module: nn.Module) -> nn.Module:
-    """An exported (pt2e) module switched to eval behaviour (``.eval()`` is refused on exported modules)."""
-    module = require_mobile("torchao.quantization.pt2e").move_exported_model_to_eval(module)
-    for sub in module.modules():  # the flag only: the captured graph no longer reads it, but litert-torch warns on it
-        sub.training = False
-    return module
-
-
-def executorch_bytes(net: nn.Module, spec: GeneratorSpec, calibration: list[np.ndarray] | None = None) -> bytes:
-    """The generator as an ExecuTorch program lowered to XNNPACK; int8 (XNNPACK quantizer) when ``calibration`` is given."""
+def executorch_bytes(net: nn.Module, spec: GeneratorSpec) -> bytes:
+    """The generator as an ExecuTorch program lowered to XNNPACK, fp32. No int8 yet: XNNPACK's pt2e quantizer
+    converts and lowers, but the dynamic-shape program fails at run time (benchmarks/RESULTS.md)."""
     exir = require_mobile("executorch.exir")
     partitioner = require_mobile("executorch.backends.xnnpack.partition.xnnpack_partitioner")
-    form = inference_form(net)
-    if calibration is not None:
-        xq = require_mobile("executorch.backends.xnnpack.quantizer.xnnpack_quantizer")
-        quantizer = xq.XNNPACKQuantizer().set_global(xq.get_symmetric_quantization_config(is_per_channel=True))
-        form = _quantized(form, spec, quantizer, calibration)
-        # dequantize ops XNNPACK does not absorb run on ExecuTorch's quantized kernels: register their out variants
-        require_mobile("executorch.kernels.quantized")
-    program = _mobile_program(form, spec)
+    program = _mobile_program(inference_form(net), spec)
     try:
         with contextlib.redirect_stdout(io.StringIO()):
             lowered = exir.to_edge_transform_and_lower(program, partitioner=[partitioner.XnnpackPartitioner()])
@@ -207,11 +181,17 @@ def _check_side(path: Path, images: np.ndarray, max_side: int) -> None:
         raise UserError(f"{path}: exported for images up to {max_side}x{max_side}, got {images.shape[2]}x{images.shape[3]}")
 
 
+def _fp32_only(path: Path, precision: str) -> None:
+    if precision != "fp32":
+        raise UserError(f"{path}: phone exports run fp32 (their int8 conversions fail, benchmarks/RESULTS.md); for {precision} use --backend openvino")
+
+
 def load_pte(path: Path, backend: str, precision: str, threads: int | None):
     """A Runner for an ExecuTorch program, on the executorch runtime (XNNPACK delegate)."""
     from dcdgan.backends import Runner, _params, size_multiple_of
 
     runtime = require_mobile("executorch.runtime")
+    _fp32_only(path, precision)
     if not path.is_file():
         raise UserError(f"{path}: model not found")
     if backend not in ("torch", "executorch"):
@@ -227,7 +207,6 @@ def load_pte(path: Path, backend: str, precision: str, threads: int | None):
     spec = _spec_beside(path)
     meta = method.metadata
     in_shape, out_shape = list(meta.input_tensor_meta(0).sizes()), list(meta.output_tensor_meta(0).sizes())
-    precision = "int8" if spec_precision(path) == "int8" else precision
 
     def run_one(x: np.ndarray) -> np.ndarray:
         _check_side(path, x, MAX_SIDE)
@@ -241,6 +220,7 @@ def load_tflite(path: Path, backend: str, precision: str, threads: int | None):
     from dcdgan.backends import Runner, _params, size_multiple_of
 
     interpreter_module = require_mobile("ai_edge_litert.interpreter")
+    _fp32_only(path, precision)
     if not path.is_file():
         raise UserError(f"{path}: model not found")
     if backend not in ("torch", "litert"):
@@ -251,9 +231,6 @@ def load_tflite(path: Path, backend: str, precision: str, threads: int | None):
         raise UserError(f"{path}: not a loadable LiteRT model ({str(err).splitlines()[0][:120]})") from None
     spec = _spec_beside(path)
     inp, outp = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
-    shape = {"now": None}
-    precision = "int8" if spec_precision(path) == "int8" else precision
-
     fixed = tuple(int(d) for d in inp["shape"])
     interpreter.allocate_tensors()
 
@@ -269,14 +246,3 @@ def load_tflite(path: Path, backend: str, precision: str, threads: int | None):
         "litert", precision, channels(inp["shape_signature"]), channels(outp["shape_signature"]), size_multiple_of(spec), _params(spec), str(path),
         _one_at_a_time(run_one), spec,
     )
-
-
-def spec_precision(path: Path) -> str | None:
-    """The precision recorded in a phone export's description file, if any."""
-    file = description_file(path)
-    if not file.is_file():
-        return None
-    try:
-        return json.loads(file.read_text()).get("precision")
-    except ValueError:
-        return None
