@@ -2,11 +2,13 @@
 
     python benchmarks/latency.py --size 256 --threads 2 --runs 30
 
-Per backend (PyTorch eager, torch.compile, ONNX Runtime, OpenVINO), the student (mobile_resnet_9blocks ngf 16)
-and the reference (resnet_9blocks ngf 64, the original CycleGAN/pix2pix generator that the compression is measured
-against; not the recipes' teacher, mobile_resnet_9blocks ngf 64; --reference to change) are warmed up, then timed
-alternately (student, reference, student, ...), so both see the same machine load. The table gives medians, p90s
-and the realized speedup (reference median / student median) beside the MAC ratio.
+Per backend (PyTorch eager, torch.compile, ONNX Runtime, OpenVINO; with ``.[mobile]`` also ``--backends
+executorch,litert``: both models converted first, then run on the ExecuTorch runtime / LiteRT interpreter), the
+student (mobile_resnet_9blocks ngf 16) and the reference (resnet_9blocks ngf 64, the original CycleGAN/pix2pix
+generator that the compression is measured against; not the recipes' teacher, mobile_resnet_9blocks ngf 64;
+--reference to change) are warmed up, then timed alternately (student, reference, student, ...), so both see the
+same machine load. The table gives medians, p90s and the realized speedup (reference median / student median)
+beside the MAC ratio.
 Weights are random (speed does not depend on them); every backend runs fp32, pinned. ``--extra`` adds
 student-only rows at lower precision (OpenVINO bf16 / fp16 / int8); int8 needs ``--run`` (its calibration
 images) and then times that run's student architecture.
@@ -26,6 +28,7 @@ import json
 import platform
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -112,7 +115,27 @@ def print_gpu_table(rows: list[dict], args: argparse.Namespace) -> None:
               f"{r['teacher_img_s']:.0f} | {r['speedup']:.1f}x | {r['mac_ratio']:.1f}x |")
 
 
-BACKEND_LABELS = {"torch": "PyTorch eager", "compile": "torch.compile (inductor)", "onnxruntime": "ONNX Runtime", "openvino": "OpenVINO"}
+BACKEND_LABELS = {
+    "torch": "PyTorch eager", "compile": "torch.compile (inductor)", "onnxruntime": "ONNX Runtime", "openvino": "OpenVINO",
+    "executorch": "ExecuTorch (XNNPACK)", "litert": "LiteRT",
+}
+PHONE_BACKENDS = ("executorch", "litert")  # converted here first (pip install -e ".[mobile]"), then run on their own runtimes
+
+
+def phone_runner(architecture: str, fmt: str, settings: BenchSettings, folder: Path):
+    """A random-weights generator converted to .pte / .tflite (at settings.size) and loaded on its runtime."""
+    from dcdgan.backends import load_runner
+    from dcdgan.export import description_json
+    from dcdgan.mobile import description_file, executorch_bytes, litert_bytes
+
+    spec = parse_architecture(architecture, settings.input_nc)
+    torch.manual_seed(0)
+    net = build_generator(spec).eval()
+    data = executorch_bytes(net, spec) if fmt == "executorch" else litert_bytes(net, spec, settings.size)
+    file = folder / f"{architecture.replace(':', '_')}{'.pte' if fmt == 'executorch' else '.tflite'}"
+    file.write_bytes(data)
+    description_file(file).write_text(description_json(spec))
+    return load_runner(file, threads=settings.threads)
 
 
 def main() -> None:
@@ -142,7 +165,13 @@ def main() -> None:
     for backend in [b for b in args.backends.split(",") if b]:
         settings = BenchSettings(backend, "fp32", "cpu", args.size, args.batch, args.threads, args.runs, args.warmup)
         start = time.time()
-        result = bench(args.student, settings, vs=args.reference)
+        if backend in PHONE_BACKENDS:
+            with tempfile.TemporaryDirectory() as tmp:
+                runners = [phone_runner(model, backend, settings, Path(tmp)) for model in (args.student, args.reference)]
+                result, other = time_runners(runners, settings)
+            result.update(vs=other, speedup=other["median_ms"] / result["median_ms"], mac_ratio=other["macs"] / result["macs"])
+        else:
+            result = bench(args.student, settings, vs=args.reference)
         result["wall_s"] = time.time() - start
         results.append(result)
         print(f"[{backend}] student {result['median_ms']:.1f} ms, {args.reference} {result['vs']['median_ms']:.1f} ms, "

@@ -219,7 +219,7 @@ CASES = [
     ("task_every below 1", lambda tmp: distill_args(tmp, "distill.task_every=0"), ["distill.task_every: must be at least 1, got 0"]),
     ("burst_ratio below 1", lambda tmp: distill_args(tmp, "distill.burst_ratio=0"), ["distill.burst_ratio: must be at least 1, got 0"]),
     ("value not among the choices", lambda tmp: distill_args(tmp, "distill.method=kd"), ["distill.method: 'kd' is not one of none, omgd, dcd"]),
-    ("unknown recipe", lambda tmp: ["distill", "horse2zebr"], ["horse2zebr: no such config file or recipe (recipes: cityscapes, edges2shoes, horse2zebra,"]),
+    ("unknown recipe", lambda tmp: ["distill", "horse2zebr"], ["horse2zebr: no such config file or recipe (recipes: cityscapes, edges2photo_64, edges2shoes, horse2zebra,"]),
     ("YAML with a Python tag", python_tag_yaml, ["evil.yaml: invalid YAML (could not determine a constructor for the tag 'tag:yaml.org,2002:python/object/apply:os.system')"]),
     ("checkpoint of other networks", other_architecture, ["last.ckpt: made for other networks (model.student_ngf=4 there, 8 here)"]),
     ("truncated checkpoint", truncated_checkpoint, ["last.ckpt: not a readable dcdgan checkpoint"]),

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from dcdgan.nets import GeneratorSpec, build_generator
-from dcdgan.nets.inference import PhaseSplitConv, inference_form, splittable_head
+from dcdgan.nets.inference import CroppedConvTranspose, PhaseSplitConv, inference_form, litert_form, splittable_head
 
 
 @pytest.mark.parametrize("out_c, bias", [(3, True), (1, True), (3, False)])
@@ -69,3 +69,38 @@ def test_other_nets_are_copied_unchanged():
         holder.model = nn.Sequential(nn.ReflectionPad2d(padding), nn.Conv2d(4, 3, kernel), nn.Tanh())
         assert splittable_head(holder) is split, (padding, kernel)
     assert not splittable_head(nn.Conv2d(4, 3, 7))  # no .model at all
+
+
+@pytest.mark.parametrize("kernel, padding, output_padding", [(3, 1, 1), (4, 1, 0), (3, 2, 1), (5, 2, 0)])
+@pytest.mark.parametrize("shape", [(2, 6, 8, 8), (1, 6, 5, 9)])
+def test_cropped_conv_transpose_is_the_same_function(kernel, padding, output_padding, shape):
+    torch.manual_seed(0)
+    layer = nn.ConvTranspose2d(6, 4, kernel, stride=2, padding=padding, output_padding=output_padding)
+    cropped = CroppedConvTranspose(layer)
+    assert cropped.conv.padding == (0, 0) and cropped.conv.output_padding == (0, 0)
+    assert torch.equal(cropped.conv.weight, layer.weight) and torch.equal(cropped.conv.bias, layer.bias)
+    x = torch.randn(shape)
+    with torch.no_grad():
+        expected, got = layer(x), cropped(x)
+    assert got.shape == expected.shape
+    assert (got - expected).abs().max().item() <= 1e-6 * max(1.0, expected.abs().max().item())  # the same products and sums
+
+
+def test_cropped_conv_transpose_refuses_what_a_crop_cannot_give():
+    with pytest.raises(ValueError, match="output_padding <= padding"):
+        CroppedConvTranspose(nn.ConvTranspose2d(4, 4, 3, stride=2, padding=0, output_padding=1))
+
+
+@pytest.mark.parametrize("netG, channels", [("mobile_resnet_9blocks", 3), ("resnet_9blocks", 1), ("unet_128", 3)])
+def test_litert_form_crops_every_padded_transposed_conv_and_keeps_the_outputs(netG, channels):
+    torch.manual_seed(0)
+    net = build_generator(GeneratorSpec(netG, 4, channels, channels)).eval()
+    form = litert_form(net)
+    padded = [m for m in net.modules() if isinstance(m, nn.ConvTranspose2d)]
+    assert len(padded) == (2 if "resnet" in netG else 7)
+    assert sum(isinstance(m, CroppedConvTranspose) for m in form.modules()) == len(padded)
+    assert not any(type(m) is nn.ConvTranspose2d and any(m.padding) for m in form.modules())
+    assert all(type(m) is nn.ConvTranspose2d for m in net.modules() if isinstance(m, nn.ConvTranspose2d))  # the original is untouched
+    x = torch.rand(2, channels, 128, 128) * 2 - 1
+    with torch.no_grad():
+        assert (form(x) - net(x)).abs().max().item() <= 1e-5

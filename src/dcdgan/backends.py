@@ -254,6 +254,12 @@ def load_runner(
         return load(path, backend, precision, device, threads)
     if path.suffix == ".pt2":
         return _load_pt2(path, backend, precision, device, threads, runner)
+    if path.suffix in (".pte", ".tflite"):  # phone formats, on their own runtimes (dcdgan[mobile])
+        from dcdgan import mobile
+
+        if device != "cpu":
+            raise UserError(f"{path}: phone formats run on CPU here (--device cpu)")
+        return (mobile.load_pte if path.suffix == ".pte" else mobile.load_tflite)(path, backend, precision, threads)
     src = load_torch_source(path, which)
     return runner_from_module(src.net, src.spec, backend, precision, device, threads, str(src.path), calibration=src, runner=runner)
 

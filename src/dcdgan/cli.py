@@ -11,7 +11,7 @@ from pathlib import Path
 
 from dcdgan.errors import UserError
 
-EXPORTED_SUFFIXES = (".onnx", ".xml", ".pt2")
+EXPORTED_SUFFIXES = (".onnx", ".xml", ".pt2", ".pte", ".tflite")
 DESCRIPTION = "dcdgan: compress pix2pix/CycleGAN generators with Discriminator-Cooperated Distillation (DCD, CVPR 2023)."
 
 
@@ -151,7 +151,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     else:
         from dcdgan.export import export_model
 
-        result = export_model(args.model, args.format, args.out, args.precision, which, quiet=args.json)
+        sizes = () if args.size is None else (args.size, args.size + 8)
+        result = export_model(args.model, args.format, args.out, args.precision, which, sizes=sizes, quiet=args.json)
     if args.json:
         print(json.dumps(result, indent=2))
     return 0
@@ -211,7 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Evaluate the delivered teacher (teacher.safetensors) and the last and best-on-validation students of a run on a split. FID uses the "
         "TF-2015 Inception (pytorch-fid convention); the reference is --ref, --ref-dir, or the split's target images."))
     p.add_argument("run", help="run directory or checkpoint file (or an exported .onnx/.xml/.pt2 inside a run directory)")
-    p.add_argument("--model", help="score this exported model (.onnx, OpenVINO .xml, .pt2) on the run's split, beside the run's last student")
+    p.add_argument("--model", help="score this exported model (.onnx, OpenVINO .xml, .pt2, .pte, .tflite) on the run's split, beside the run's last student")
     p.add_argument("--split", default="test", help="split to evaluate (default: test)")
     ref = p.add_mutually_exclusive_group()
     ref.add_argument("--ref", help="reference statistics .npz (mu, sigma[, features for KID])")
@@ -265,9 +266,10 @@ def build_parser() -> argparse.ArgumentParser:
         "int8 is NNCF post-training quantization calibrated on the run's training images."))
     p.add_argument("model", help="run directory, checkpoint, or generator .safetensors")
     p.add_argument("--format", required=True, choices=(*FORMATS, "web"), help="web: a static folder that runs the model in the browser (onnxruntime-web)")
-    p.add_argument("--out", required=True, help="output file (.onnx, .xml (+ .bin), .pt2), or folder (web)")
+    p.add_argument("--out", required=True, help="output file (.onnx, .xml (+ .bin), .pt2, .pte, .tflite, .mlpackage), or folder (web)")
     p.add_argument("--precision", default="fp32", choices=PRECISIONS, help="fp32 (all formats); fp16, bf16, int8 (openvino)")
     p.add_argument("--teacher", action="store_true", help="export the run's teacher instead of its student")
+    p.add_argument("--size", type=int, help="parity-check size (and SIZE+8); litert: the model's fixed input size (default: the run's image size)")
     p.add_argument("--json", action="store_true", help="print the result (parity, PSNR) as JSON")
     p.set_defaults(func=cmd_export)
 
@@ -275,7 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Translate INPUT (an image, or a folder searched recursively) into OUTPUT, keeping file names. Any image size works "
         "(reflection padding to the net's stride multiple, then cropped back); grayscale and RGBA images are converted. "
         "Unreadable files are skipped with a warning; the exit code is 1 only when nothing was translated."))
-    p.add_argument("model", help="run directory, checkpoint, .safetensors, .onnx, OpenVINO .xml or .pt2")
+    p.add_argument("model", help="run directory, checkpoint, .safetensors, .onnx, OpenVINO .xml, .pt2, ExecuTorch .pte or LiteRT .tflite")
     p.add_argument("input", help="image file or folder")
     p.add_argument("output", help="output folder (or file, for one input image)")
     p.add_argument("--backend", default="torch", choices=BACKENDS, help="default torch (.onnx files: onnxruntime; .xml: openvino)")

@@ -35,10 +35,14 @@ from dcdgan.errors import UserError
 from dcdgan.nets.generators import GeneratorSpec
 from dcdgan.nets.inference import inference_form
 
-FORMATS = ("onnx", "openvino", "pt2")
-SUFFIXES = {"onnx": ".onnx", "openvino": ".xml", "pt2": ".pt2"}
-FORMAT_PRECISIONS = {"onnx": ("fp32",), "openvino": ("fp32", "fp16", "bf16", "int8"), "pt2": ("fp32",)}
-RUNNER_BACKEND = {"onnx": "onnxruntime", "openvino": "openvino", "pt2": "torch"}
+FORMATS = ("onnx", "openvino", "pt2", "executorch", "litert", "coreml")
+SUFFIXES = {"onnx": ".onnx", "openvino": ".xml", "pt2": ".pt2", "executorch": ".pte", "litert": ".tflite", "coreml": ".mlpackage"}
+FORMAT_PRECISIONS = {
+    "onnx": ("fp32",), "openvino": ("fp32", "fp16", "bf16", "int8"), "pt2": ("fp32",),
+    "executorch": ("fp32",), "litert": ("fp32",), "coreml": ("fp32",),  # phone int8: see dcdgan.mobile
+}
+RUNNER_BACKEND = {"onnx": "onnxruntime", "openvino": "openvino", "pt2": "torch", "executorch": "executorch", "litert": "litert"}
+PHONE_FORMATS = ("executorch", "litert")  # converted by dcdgan.mobile and run by their own runtimes
 PARITY_TOLERANCE = 1e-4
 PRECISION_COST_IMAGES = 100
 
@@ -122,6 +126,10 @@ def export_model(
     out = Path(out)
     if out.suffix != SUFFIXES[fmt]:
         raise UserError(f"{out}: a {fmt} export must end in {SUFFIXES[fmt]}")
+    if fmt in PHONE_FORMATS or fmt == "coreml":
+        from dcdgan.mobile_export import export_phone
+
+        return export_phone(model, fmt, out, precision, which, sizes, quiet)
     say = (lambda *a: None) if quiet else print
     src = load_torch_source(model, which)
     spec, net = src.spec, src.net.eval()

@@ -76,3 +76,41 @@ def inference_form(net: nn.Module) -> nn.Module:
         layers[-3:-1] = [PhaseSplitConv(layers[-3], layers[-2])]
         fast.model = nn.Sequential(*layers)
     return fast
+
+
+class CroppedConvTranspose(nn.Module):
+    """``ConvTranspose2d(padding=p, output_padding=q)`` as the same layer with no padding, then a crop of ``p`` rows
+    and columns at the top-left and ``p - q`` at the bottom-right: the same function with the same weights.
+
+    Why: litert-torch 0.10.0 fails to convert a padded transposed convolution ("failed to legalize operation
+    'mhlo.convolution'", litert-torch issue #316); the unpadded one and a slice convert."""
+
+    def __init__(self, layer: nn.ConvTranspose2d):
+        super().__init__()
+        if layer.padding_mode != "zeros" or any(q > p for p, q in zip(layer.padding, layer.output_padding)):
+            raise ValueError("CroppedConvTranspose needs zero padding mode and output_padding <= padding")
+        self.top, self.left = layer.padding
+        self.bottom, self.right = (p - q for p, q in zip(layer.padding, layer.output_padding))
+        self.conv = nn.ConvTranspose2d(
+            layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride, 0, 0, layer.groups, layer.bias is not None, layer.dilation
+        )
+        self.conv.load_state_dict(layer.state_dict())
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.conv(x)
+        return y[:, :, self.top : y.shape[2] - self.bottom, self.left : y.shape[3] - self.right]
+
+
+def crop_transposed_convs(net: nn.Module) -> nn.Module:
+    """``net`` (changed in place and returned) with every padded ConvTranspose2d replaced by ``CroppedConvTranspose``."""
+    for name, child in net.named_children():
+        if type(child) is nn.ConvTranspose2d and any(child.padding):
+            setattr(net, name, CroppedConvTranspose(child))
+        else:
+            crop_transposed_convs(child)
+    return net
+
+
+def litert_form(net: nn.Module) -> nn.Module:
+    """The inference form with padded transposed convolutions cropped instead (what litert-torch converts)."""
+    return crop_transposed_convs(inference_form(net))

@@ -1,0 +1,214 @@
+"""Phone formats: ExecuTorch .pte and LiteRT .tflite agree with PyTorch at two sizes (student and teacher), a
+wrong conversion is refused, translate and eval run them on their own runtimes, Core ML is checked structurally,
+and a missing package is one line.
+
+The conversions take minutes on a small CPU (ExecuTorch's XNNPACK lowering alone runs dozens of graph passes),
+so every test that converts is marked ``slow``; CI installs ``.[mobile]`` and runs them as a step of their own.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from dcdgan import mobile
+from dcdgan.backends import load_runner, load_torch_source
+from dcdgan.cli import main
+from dcdgan.errors import UserError
+from dcdgan.export import export_model
+
+SUFFIX = {"executorch": ".pte", "litert": ".tflite", "coreml": ".mlpackage"}
+PACKAGE = {"executorch": "executorch", "litert": "litert_torch", "coreml": "coremltools"}
+
+
+def needs(fmt: str):
+    """Skip, saying why, when the format's package (the [mobile] extra) is not installed."""
+    missing = importlib.util.find_spec(PACKAGE[fmt]) is None or (fmt == "litert" and importlib.util.find_spec("ai_edge_litert") is None)
+    return pytest.mark.skipif(missing, reason=f'{PACKAGE[fmt]} is not installed (pip install -e ".[mobile]")')
+
+
+@pytest.fixture(scope="session")
+def phone_exports(tiny_run_dir, tmp_path_factory):
+    """Exports made once per (format, which), shared by the tests below: {(fmt, which): (file, result)}."""
+    folder = tmp_path_factory.mktemp("phone")
+    made: dict = {}
+
+    def get(fmt: str, which: str = "student", size: int = 32):
+        if (fmt, which, size) not in made:
+            out = folder / f"{which}{size}{SUFFIX[fmt]}"
+            made[fmt, which, size] = out, export_model(tiny_run_dir, fmt, out, which=which, sizes=(size, size + 16), quiet=True)
+        return made[fmt, which, size]
+
+    return get
+
+
+def runner_and_net(out, tiny_run_dir, fmt, which, result, real=True):
+    """The export on its runtime, and the PyTorch net it came from; checks what both must agree on."""
+    assert out.is_file() and mobile.description_file(out).is_file()
+    assert result["max_abs_diff"] <= 1e-4
+    assert ("max_abs_diff_real" in result) is real  # checked on the run's own (32 px) images where they fit
+    net = load_torch_source(tiny_run_dir, which).net.eval()
+    runner = load_runner(out)
+    assert runner.backend == fmt
+    assert (runner.input_nc, runner.output_nc, runner.size_multiple) == (1, 1, 4)
+    assert runner.params == sum(p.numel() for p in net.parameters())
+    return runner, net
+
+
+def assert_matches(runner, net, shapes) -> None:
+    rng = np.random.default_rng(1)
+    for shape in shapes:
+        x = rng.uniform(-1, 1, shape).astype(np.float32)
+        with torch.no_grad():
+            expected = net(torch.from_numpy(x)).numpy()
+        got = runner(x)
+        assert got.shape == shape
+        assert np.abs(got - expected).max() <= 1e-4
+
+
+@pytest.mark.slow
+@needs("executorch")
+@pytest.mark.parametrize("which", ["student", "teacher"])
+def test_executorch_export_matches_pytorch_at_two_sizes(phone_exports, tiny_run_dir, which):
+    out, result = phone_exports("executorch", which)
+    runner, net = runner_and_net(out, tiny_run_dir, "executorch", which, result)
+    assert_matches(runner, net, [(1, 1, 32, 32), (3, 1, 48, 48), (2, 1, 32, 48)])  # one program: dynamic H, W; batches image by image
+    with pytest.raises(UserError, match=r"exported for images up to 512x512, got 516x32"):
+        runner(np.zeros((1, 1, 516, 32), np.float32))
+
+
+@pytest.mark.slow
+@needs("litert")
+@pytest.mark.parametrize("which", ["student", "teacher"])
+def test_litert_exports_match_pytorch_at_two_sizes(phone_exports, tiny_run_dir, which):
+    for size in (32, 48):  # a .tflite takes one size (mobile.litert_bytes says why): one export per size
+        out, result = phone_exports("litert", which, size)
+        assert result["size"] == size
+        runner, net = runner_and_net(out, tiny_run_dir, "litert", which, result, real=size == 32)  # 48 px: the run's images do not fit
+        assert_matches(runner, net, [(1, 1, size, size), (3, 1, size, size)])
+        with pytest.raises(UserError, match=rf"a LiteRT export takes {size}x{size} images, got 40x40 \(export again with --size\)"):
+            runner(np.zeros((1, 1, 40, 40), np.float32))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt", [pytest.param("executorch", marks=needs("executorch")), pytest.param("litert", marks=needs("litert"))])
+def test_a_wrong_conversion_is_refused(tiny_run_dir, tmp_path, monkeypatch, fmt):
+    """Inject an error: the converted network's last bias is off by 1e-3, as a faulty converter's could be."""
+    real = {"executorch": mobile.inference_form, "litert": mobile.litert_form}[fmt]
+
+    def faulty(net: nn.Module) -> nn.Module:
+        form = real(net)
+        last = [m for m in form.modules() if isinstance(m, nn.Conv2d)][-1]
+        last.bias.data += 1e-3
+        return form
+
+    monkeypatch.setattr(mobile, "inference_form" if fmt == "executorch" else "litert_form", faulty)
+    out = tmp_path / f"s{SUFFIX[fmt]}"
+    with pytest.raises(UserError, match=rf"{fmt} export differs from PyTorch by .* on random input \(> 0.0001\); not written"):
+        export_model(tiny_run_dir, fmt, out, sizes=(32,), quiet=True)
+    assert not out.exists() and not mobile.description_file(out).exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt", [pytest.param("executorch", marks=needs("executorch")), pytest.param("litert", marks=needs("litert"))])
+def test_translate_runs_the_phone_export(phone_exports, tiny_run_dir, tmp_path, capsys, fmt):
+    from PIL import Image
+
+    out, _ = phone_exports(fmt)
+    images = tmp_path / "in"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    second = (30, 45) if fmt == "executorch" else (29, 31)  # padded to 32x48 (32x32: a .tflite's one size), cropped back
+    for name, size in (("a.png", (32, 32)), ("b.png", second)):
+        Image.fromarray(rng.integers(0, 256, size, dtype=np.uint8), "L").save(images / name)
+    assert main(["translate", str(out), str(images), str(tmp_path / "phone")]) == 0
+    assert f"translated 2 image(s) into {tmp_path / 'phone'} ({fmt}, fp32)" in capsys.readouterr().out
+    assert main(["translate", str(tiny_run_dir), str(images), str(tmp_path / "torch")]) == 0
+    for name in ("a.png", "b.png"):
+        phone = np.asarray(Image.open(tmp_path / "phone" / name), dtype=int)
+        torch_ = np.asarray(Image.open(tmp_path / "torch" / name), dtype=int)
+        assert phone.shape == torch_.shape
+        assert np.abs(phone - torch_).max() <= 1  # 1e-4 apart before rounding to 8 bits: at most one level
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt", [pytest.param("executorch", marks=needs("executorch")), pytest.param("litert", marks=needs("litert"))])
+def test_eval_model_scores_the_phone_export_like_the_student(phone_exports, tiny_run_dir, capsys, fmt):
+    out, _ = phone_exports(fmt)
+    assert main(["eval", str(tiny_run_dir), "--model", str(out), "--no-fid", "--split", "test", "--max-images", "8", "--json"]) == 0
+    models = json.loads(capsys.readouterr().out)["models"]
+    exported, student = models["exported"], models["student_last"]
+    assert exported["backend"] == fmt and exported["n_images"] == student["n_images"] == 8
+    assert exported["psnr"] == pytest.approx(student["psnr"], abs=0.05)
+    assert exported["ssim"] == pytest.approx(student["ssim"], abs=1e-3)
+    assert (exported["params"], exported["macs"]) == (student["params"], student["macs"])
+
+
+@pytest.mark.slow
+@needs("coreml")
+@pytest.mark.parametrize("which", ["student", "teacher"])
+def test_coreml_package_has_the_networks_structure(phone_exports, tiny_run_dir, which):
+    out, result = phone_exports("coreml", which)
+    assert out.is_dir() and (out / "Manifest.json").is_file()
+    structure = mobile.coreml_structure(out)
+    (in_shape,) = structure["inputs"].values()
+    (out_shape,) = structure["outputs"].values()
+    assert in_shape[:2] == [1, 1] and in_shape[2:] == ["8..512", "8..512"]  # batch 1, H and W dynamic in steps of 4
+    assert out_shape[:2] == [1, 1]
+    net = load_torch_source(tiny_run_dir, which).net
+    convs = sum(isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)) for m in net.modules())
+    assert structure["ops"]["conv"] + structure["ops"]["conv_transpose"] == convs  # the phase-split head is still one conv
+    assert structure["ops"]["instance_norm"] == sum(isinstance(m, nn.InstanceNorm2d) for m in net.modules())
+    assert json.loads(structure["metadata"]["dcdgan"])["spec"]["ngf"] == (4 if which == "student" else 8)
+    assert result["op_count"] == sum(structure["ops"].values())
+
+
+@pytest.mark.slow
+@needs("coreml")
+def test_a_coreml_package_missing_a_layer_is_refused(tiny_run_dir, tmp_path, monkeypatch):
+    real = mobile.inference_form
+
+    def without_head(net: nn.Module) -> nn.Module:  # inject an error: the converter dropped the output conv
+        form = real(net)
+        form.model[-2] = nn.Identity()
+        return form
+
+    monkeypatch.setattr(mobile, "inference_form", without_head)
+    out = tmp_path / "s.mlpackage"
+    with pytest.raises(UserError, match=r"fails its structural check: .*convolutions \(the network has"):
+        export_model(tiny_run_dir, "coreml", out, quiet=True)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("fmt, package", [("executorch", "executorch"), ("litert", "litert_torch"), ("coreml", "coremltools")])
+def test_missing_converter_is_one_line(tiny_run_dir, tmp_path, monkeypatch, capsys, fmt, package):
+    monkeypatch.setitem(sys.modules, package, None)  # import now raises ImportError, installed or not
+    out = tmp_path / f"s{SUFFIX[fmt]}"
+    assert main(["export", str(tiny_run_dir), "--format", fmt, "--out", str(out)]) == 2
+    assert capsys.readouterr().err.strip() == f'dcdgan export: error: {package} is not installed; pip install "dcdgan[mobile]"'
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("suffix, package", [(".pte", "executorch"), (".tflite", "ai_edge_litert")])
+def test_missing_runtime_is_one_line(tmp_path, monkeypatch, capsys, suffix, package):
+    monkeypatch.setitem(sys.modules, package, None)
+    model = tmp_path / f"s{suffix}"
+    model.write_bytes(b"\0" * 16)
+    (tmp_path / "in.png").write_bytes(b"")
+    assert main(["translate", str(model), str(tmp_path / "in.png"), str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err.strip() == f'dcdgan translate: error: {package} is not installed; pip install "dcdgan[mobile]"'
+
+
+def test_phone_exports_refuse_int8_elsewhere_and_fp16(tiny_run_dir, tmp_path, capsys):
+    assert main(["export", str(tiny_run_dir), "--format", "litert", "--precision", "bf16", "--out", str(tmp_path / "s.tflite")]) == 2
+    assert "--format litert exports fp32; for bf16 use --format openvino" in capsys.readouterr().err
+    assert main(["export", str(tiny_run_dir), "--format", "litert", "--precision", "int8", "--out", str(tmp_path / "s.tflite")]) == 2
+    assert "--format litert exports fp32; for int8 use --format openvino" in capsys.readouterr().err
+    assert main(["export", str(tiny_run_dir), "--format", "executorch", "--out", str(tmp_path / "s.tflite")]) == 2
+    assert capsys.readouterr().err.strip() == f"dcdgan export: error: {tmp_path / 's.tflite'}: a executorch export must end in .pte"
