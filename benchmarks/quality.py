@@ -219,8 +219,9 @@ class Bench:
         done = self.run_dir(method, seed) / "result.json"
         if done.is_file():
             out = json.loads(done.read_text())
+            out["val_curve"] = out.get("val_curve") or val_curve(self.run_dir(method, seed))  # results from before the curves
             if not self.results_file(method, seed).is_file():  # a result from before the committed copies existed
-                write_json(self.results_file(method, seed), {**out, "val_curve": out.get("val_curve") or val_curve(self.run_dir(method, seed))})
+                write_json(self.results_file(method, seed), out)
             return out
         if not claim(self.run_dir(method, seed)):
             return None
