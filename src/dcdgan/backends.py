@@ -7,9 +7,6 @@ unless ``INFERENCE_PRECISION_HINT`` says f32, so we always set the hint and chec
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from typing import Callable
 
@@ -22,49 +19,16 @@ from dcdgan.checkpoint import load_checkpoint
 from dcdgan.config import config_from_dict
 from dcdgan.conversion import TorchSource, onnx_model_bytes, quantize_int8, require, run_dir_of, size_multiple_of
 from dcdgan.errors import UserError
-from dcdgan.nets.generators import GeneratorSpec, build_generator
-from dcdgan.weights import load_generator
+from dcdgan.nets.generators import GeneratorSpec
 from dcdgan.nets.inference import inference_form
+from dcdgan.runner import Runner, _params, spec_from_metadata  # noqa: F401  (Runner and spec_from_metadata: public here too)
+from dcdgan.weights import load_generator
 
 BACKENDS = ("torch", "compile", "onnxruntime", "openvino")
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 RUN_PRECISIONS = (*PRECISIONS, "tf32")  # tf32: fp32 weights with TensorFloat-32 convolutions (CUDA); not an export format
 CHECKPOINT_SUFFIXES = (".ckpt", ".pt", ".pth")
 OV_PRECISION_HINTS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}  # int8 models carry their own quantized ops
-
-
-@dataclass
-class Runner:
-    """One loaded generator on one backend."""
-
-    backend: str  # the backend actually used
-    precision: str
-    input_nc: int
-    output_nc: int
-    size_multiple: int  # H and W must be multiples of this
-    params: int | None  # None when unknown (e.g. a bare .onnx with no dcdgan metadata)
-    source: str  # the file it came from
-    forward: Callable[[np.ndarray], np.ndarray] = field(repr=False, default=None)
-    spec: GeneratorSpec | None = field(repr=False, default=None)
-    runner: str | None = None  # how PyTorch calls the net (eager, cuda-graph, compile); None on ONNX Runtime / OpenVINO
-
-    def __call__(self, images: np.ndarray) -> np.ndarray:
-        """float32 N,C,H,W in [-1, 1] -> float32 N,C,H,W in [-1, 1]."""
-        images = np.ascontiguousarray(images, dtype=np.float32)
-        if images.ndim != 4 or images.shape[1] != self.input_nc:
-            raise UserError(f"{self.source}: expects N,{self.input_nc},H,W images, got shape {images.shape}")
-        return np.asarray(self.forward(images), dtype=np.float32)
-
-    def macs(self, height: int, width: int) -> int | None:
-        """MACs of one image (torchprofile convention), or None when the architecture is unknown."""
-        return None if self.spec is None else _macs(self.spec, height, width)
-
-
-@lru_cache(maxsize=32)
-def _macs(spec: GeneratorSpec, height: int, width: int) -> int:
-    from dcdgan.metrics.profile import count_macs
-
-    return count_macs(build_generator(spec), (1, spec.input_nc, height, width))
 
 
 class RunnerModule(nn.Module):
@@ -108,22 +72,6 @@ def load_torch_source(model: str | Path, which: str = "student") -> TorchSource:
         spec = teacher_spec(cfg) if which == "teacher" else student_spec(cfg)
         return TorchSource(generator_from_checkpoint(state, which), spec, path, run_dir_of(path))
     raise UserError(f"{path}: unknown model file (expected a run directory, .ckpt, .safetensors, .onnx, .xml or .pt2)")
-
-
-def spec_from_metadata(raw: str | None) -> GeneratorSpec | None:
-    """The GeneratorSpec an export embedded (dcdgan description JSON), or None."""
-    if not raw:
-        return None
-    try:
-        return GeneratorSpec(**json.loads(raw)["spec"])
-    except (ValueError, KeyError, TypeError):
-        return None
-
-
-def _params(spec: GeneratorSpec | None) -> int | None:
-    from dcdgan.metrics.profile import count_params
-
-    return None if spec is None else count_params(build_generator(spec))
 
 
 # ---------------------------------------------------------------- backends

@@ -15,7 +15,6 @@ import shutil
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -34,6 +33,7 @@ from dcdgan.conversion import (
 from dcdgan.errors import UserError
 from dcdgan.nets.generators import GeneratorSpec
 from dcdgan.nets.inference import inference_form
+from dcdgan.parity import PARITY_TOLERANCE, max_abs_difference, parity_inputs, psnr_against, torch_outputs  # noqa: F401  (export.PARITY_TOLERANCE is public)
 
 FORMATS = ("onnx", "openvino", "pt2", "executorch", "litert", "coreml")
 SUFFIXES = {"onnx": ".onnx", "openvino": ".xml", "pt2": ".pt2", "executorch": ".pte", "litert": ".tflite", "coreml": ".mlpackage"}
@@ -43,7 +43,6 @@ FORMAT_PRECISIONS = {
 }
 RUNNER_BACKEND = {"onnx": "onnxruntime", "openvino": "openvino", "pt2": "torch", "executorch": "executorch", "litert": "litert"}
 PHONE_FORMATS = ("executorch", "litert")  # converted by dcdgan.mobile and run by their own runtimes
-PARITY_TOLERANCE = 1e-4
 PRECISION_COST_IMAGES = 100
 
 
@@ -57,36 +56,6 @@ def torch_program(net: nn.Module, spec: GeneratorSpec) -> torch.export.ExportedP
 
 
 # ---------------------------------------------------------------- checks
-
-
-def parity_inputs(spec: GeneratorSpec, sizes: tuple[int, ...], seed: int = 0) -> list[np.ndarray]:
-    """Random batches of 2 at each size (square, and one with W one step wider, so H != W is covered)."""
-    m = size_multiple_of(spec)
-    rng = np.random.default_rng(seed)
-    shapes = [(s, s) for s in sizes] + [(sizes[0], sizes[0] + m)]
-    return [rng.uniform(-1, 1, (2, spec.input_nc, h, w)).astype(np.float32) for h, w in shapes]
-
-
-@torch.no_grad()
-def torch_outputs(net: nn.Module, inputs: list[np.ndarray]) -> list[np.ndarray]:
-    """PyTorch fp32 outputs of ``net`` for each input batch."""
-    net.eval()
-    return [net(torch.from_numpy(x)).numpy() for x in inputs]
-
-
-def max_abs_difference(runner, inputs: list[np.ndarray], expected: list[np.ndarray]) -> float:
-    """Largest |runner(x) - expected| over all inputs."""
-    return max(float(np.abs(runner(x) - y).max()) for x, y in zip(inputs, expected))
-
-
-def psnr_against(runner, inputs: list[np.ndarray], reference: list[np.ndarray]) -> float:
-    """Mean per-image PSNR (dB, uint8 images) of the runner's outputs against reference outputs."""
-    from dcdgan.metrics.paired import psnr_ssim, to_uint8
-
-    values = []
-    for x, y in zip(inputs, reference):
-        values.append(psnr_ssim(to_uint8(torch.from_numpy(runner(x))), to_uint8(torch.from_numpy(y)))[0])
-    return float(torch.cat(values).clamp(max=100).mean())  # identical images (inf dB) count as 100 dB
 
 
 # ---------------------------------------------------------------- writing

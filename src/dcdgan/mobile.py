@@ -91,7 +91,7 @@ def litert_bytes(net: nn.Module, spec: GeneratorSpec, side: int = 64) -> bytes:
 
 def mobile_example(spec: GeneratorSpec) -> tuple[torch.Tensor]:
     """The example input phone exports trace with: one image of 64px (a U-Net: its stride multiple)."""
-    from dcdgan.backends import size_multiple_of
+    from dcdgan.conversion import size_multiple_of
 
     m = size_multiple_of(spec)
     side = m * max(1, 64 // m)
@@ -100,7 +100,7 @@ def mobile_example(spec: GeneratorSpec) -> tuple[torch.Tensor]:
 
 def program_dynamic_shapes(spec: GeneratorSpec, max_side: int = MAX_SIDE) -> tuple:
     """The dynamic H/W of ``_mobile_program`` as a positional spec (what litert-torch takes)."""
-    from dcdgan.backends import size_multiple_of
+    from dcdgan.conversion import size_multiple_of
 
     m = size_multiple_of(spec)
     Dim = torch.export.Dim
@@ -163,7 +163,7 @@ def coreml_structure(package: Path) -> dict:
 
 
 def _spec_beside(path: Path) -> GeneratorSpec | None:
-    from dcdgan.backends import spec_from_metadata
+    from dcdgan.runner import spec_from_metadata
 
     file = description_file(path)
     return spec_from_metadata(file.read_text()) if file.is_file() else None
@@ -188,7 +188,8 @@ def _fp32_only(path: Path, precision: str) -> None:
 
 def load_pte(path: Path, backend: str, precision: str, threads: int | None):
     """A Runner for an ExecuTorch program, on the executorch runtime (XNNPACK delegate)."""
-    from dcdgan.backends import Runner, _params, size_multiple_of
+    from dcdgan.conversion import size_multiple_of
+    from dcdgan.runner import Runner, _params
 
     runtime = require_mobile("executorch.runtime")
     _fp32_only(path, precision)
@@ -217,7 +218,8 @@ def load_pte(path: Path, backend: str, precision: str, threads: int | None):
 
 def load_tflite(path: Path, backend: str, precision: str, threads: int | None):
     """A Runner for a LiteRT flatbuffer, on the ai-edge-litert interpreter (one image per call, at the export's size)."""
-    from dcdgan.backends import Runner, _params, size_multiple_of
+    from dcdgan.conversion import size_multiple_of
+    from dcdgan.runner import Runner, _params
 
     interpreter_module = require_mobile("ai_edge_litert.interpreter")
     _fp32_only(path, precision)

@@ -1,7 +1,7 @@
 """dcdgan export --format executorch | litert | coreml: convert, check against PyTorch, write.
 
 ExecuTorch and LiteRT exports are run by their own runtimes on random input at two sizes (and H != W) and on the
-run's validation images; the max abs difference is printed and an export over ``export.PARITY_TOLERANCE`` is
+run's validation images; the max abs difference is printed and an export over ``parity.PARITY_TOLERANCE`` is
 refused (nothing written). All three are fp32 (int8: see ``mobile``). Core ML cannot run off Apple hardware, so its package is checked
 structurally: one input and one output with the generator's channels and dynamic H/W, and as many convolutions
 as the network has.
@@ -16,11 +16,13 @@ from pathlib import Path
 
 from torch import nn
 
-from dcdgan import export
-from dcdgan import mobile
-from dcdgan.backends import load_runner, load_torch_source, size_multiple_of  # TorchSource loading: re-point here if it moves
+from dcdgan import mobile, parity
+from dcdgan.backends import load_runner, load_torch_source
 from dcdgan.checkpoint import atomic_write
+from dcdgan.conversion import description_json, run_images, size_multiple_of
 from dcdgan.errors import UserError
+
+PHONE_SUFFIXES = {"executorch": ".pte", "litert": ".tflite", "coreml": ".mlpackage"}  # as export.SUFFIXES
 
 def _default_sizes(spec, images) -> tuple[int, int]:
     m = size_multiple_of(spec)
@@ -40,7 +42,7 @@ def export_phone(model, fmt: str, out: Path, precision: str, which: str, sizes: 
     mobile.require_mobile({"executorch": "executorch", "litert": "litert_torch", "coreml": "coremltools"}[fmt])
     src = load_torch_source(model, which)
     spec, net = src.spec, src.net.eval()
-    images = export.run_images(src, "val", max_images=16)
+    images = run_images(src, "val", max_images=16)
     sizes = sizes or _default_sizes(spec, images)
     if max(sizes) + size_multiple_of(spec) > mobile.MAX_SIDE:
         raise UserError(f"parity sizes {sizes}: phone exports take images up to {mobile.MAX_SIDE}px")
@@ -50,7 +52,7 @@ def export_phone(model, fmt: str, out: Path, precision: str, which: str, sizes: 
     if fmt == "coreml":
         return _export_coreml(net, src.spec, out, result, say)
 
-    random_inputs = export.parity_inputs(spec, sizes)
+    random_inputs = parity.parity_inputs(spec, sizes)
     real_inputs = images or []
     if fmt == "litert":  # one fixed image size (see mobile.litert_bytes): checked at that size
         side = sizes[0]
@@ -63,9 +65,9 @@ def export_phone(model, fmt: str, out: Path, precision: str, which: str, sizes: 
         result["size"] = side
     else:
         data = mobile.executorch_bytes(net, spec)
-    description = export.description_json(spec, precision)
+    description = description_json(spec, precision)
     with tempfile.TemporaryDirectory() as tmp:
-        candidate = Path(tmp) / f"model{export.SUFFIXES[fmt]}"
+        candidate = Path(tmp) / f"model{PHONE_SUFFIXES[fmt]}"
         _write_with_description(data, candidate, description)
         runner = load_runner(candidate, backend=fmt)
         _check_parity(runner, net, random_inputs, real_inputs, fmt, out, result, say)
@@ -80,12 +82,12 @@ def _check_parity(runner, net: nn.Module, random_inputs, real_inputs, fmt: str, 
     for label, inputs in (("random", random_inputs), ("real", real_inputs)):
         if not inputs:
             continue
-        diff = export.max_abs_difference(runner, inputs, export.torch_outputs(net, inputs))
+        diff = parity.max_abs_difference(runner, inputs, parity.torch_outputs(net, inputs))
         shapes = ", ".join(sorted({f"{x.shape[2]}x{x.shape[3]}" for x in inputs}))
         say(f"parity fp32 {fmt} vs PyTorch, {label} input ({len(inputs)} batches, {shapes}): max abs diff {diff:.2e}")
         result[f"max_abs_diff_{label}"] = diff
-        if diff > export.PARITY_TOLERANCE:
-            raise UserError(f"{out}: {fmt} export differs from PyTorch by {diff:.2e} on {label} input (> {export.PARITY_TOLERANCE:g}); not written")
+        if diff > parity.PARITY_TOLERANCE:
+            raise UserError(f"{out}: {fmt} export differs from PyTorch by {diff:.2e} on {label} input (> {parity.PARITY_TOLERANCE:g}); not written")
     result["max_abs_diff"] = max(v for k, v in result.items() if k.startswith("max_abs_diff_"))
 
 
