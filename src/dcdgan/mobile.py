@@ -26,9 +26,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from dcdgan.conversion import size_multiple_of
 from dcdgan.errors import UserError
 from dcdgan.nets.generators import GeneratorSpec
 from dcdgan.nets.inference import inference_form, litert_form
+from dcdgan.runner import Runner, _params, spec_from_metadata
 
 MOBILE_EXTRA = 'pip install "dcdgan[mobile]"'
 MAX_SIDE = 512  # largest height/width a phone export accepts (ExecuTorch plans memory for it)
@@ -91,7 +93,6 @@ def litert_bytes(net: nn.Module, spec: GeneratorSpec, side: int = 64) -> bytes:
 
 def mobile_example(spec: GeneratorSpec) -> tuple[torch.Tensor]:
     """The example input phone exports trace with: one image of 64px (a U-Net: its stride multiple)."""
-    from dcdgan.conversion import size_multiple_of
 
     m = size_multiple_of(spec)
     side = m * max(1, 64 // m)
@@ -100,7 +101,6 @@ def mobile_example(spec: GeneratorSpec) -> tuple[torch.Tensor]:
 
 def program_dynamic_shapes(spec: GeneratorSpec, max_side: int = MAX_SIDE) -> tuple:
     """The dynamic H/W of ``_mobile_program`` as a positional spec (what litert-torch takes)."""
-    from dcdgan.conversion import size_multiple_of
 
     m = size_multiple_of(spec)
     Dim = torch.export.Dim
@@ -163,7 +163,6 @@ def coreml_structure(package: Path) -> dict:
 
 
 def _spec_beside(path: Path) -> GeneratorSpec | None:
-    from dcdgan.runner import spec_from_metadata
 
     file = description_file(path)
     return spec_from_metadata(file.read_text()) if file.is_file() else None
@@ -186,17 +185,20 @@ def _fp32_only(path: Path, precision: str) -> None:
         raise UserError(f"{path}: phone exports run fp32 (their int8 conversions fail, benchmarks/RESULTS.md); for {precision} use --backend openvino")
 
 
-def load_pte(path: Path, backend: str, precision: str, threads: int | None):
-    """A Runner for an ExecuTorch program, on the executorch runtime (XNNPACK delegate)."""
-    from dcdgan.conversion import size_multiple_of
-    from dcdgan.runner import Runner, _params
-
-    runtime = require_mobile("executorch.runtime")
+def _check_request(path: Path, precision: str, backend: str, own_backend: str, why: str) -> None:
+    """The refusals both phone runners share: fp32 only, the file must exist, and only their own runtime runs it."""
     _fp32_only(path, precision)
     if not path.is_file():
         raise UserError(f"{path}: model not found")
-    if backend not in ("torch", "executorch"):
-        raise UserError(f"{path}: an ExecuTorch program runs on its own runtime, not --backend {backend}")
+    if backend not in ("torch", own_backend):
+        raise UserError(f"{path}: {why}, not --backend {backend}")
+
+
+def load_pte(path: Path, backend: str, precision: str, threads: int | None):
+    """A Runner for an ExecuTorch program, on the executorch runtime (XNNPACK delegate)."""
+
+    runtime = require_mobile("executorch.runtime")
+    _check_request(path, precision, backend, "executorch", "an ExecuTorch program runs on its own runtime")
     if threads:
         from executorch.extension.pybindings import portable_lib
 
@@ -218,15 +220,9 @@ def load_pte(path: Path, backend: str, precision: str, threads: int | None):
 
 def load_tflite(path: Path, backend: str, precision: str, threads: int | None):
     """A Runner for a LiteRT flatbuffer, on the ai-edge-litert interpreter (one image per call, at the export's size)."""
-    from dcdgan.conversion import size_multiple_of
-    from dcdgan.runner import Runner, _params
 
     interpreter_module = require_mobile("ai_edge_litert.interpreter")
-    _fp32_only(path, precision)
-    if not path.is_file():
-        raise UserError(f"{path}: model not found")
-    if backend not in ("torch", "litert"):
-        raise UserError(f"{path}: a LiteRT model runs on its own interpreter, not --backend {backend}")
+    _check_request(path, precision, backend, "litert", "a LiteRT model runs on its own interpreter")
     try:
         interpreter = interpreter_module.Interpreter(model_path=str(path), num_threads=threads or None)
     except (ValueError, RuntimeError) as err:
