@@ -14,6 +14,7 @@ from conftest import REFERENCE_STUDENT, l1, lsgan_d, lsgan_g
 from dcdgan.assembly import build_networks, dcd_taps
 from dcdgan.config import load_config
 from dcdgan.errors import UserError
+from dcdgan.nets.discriminators import build_discriminator
 from dcdgan.pool import ImagePool
 from dcdgan.steps import (
     NonFiniteUpdate,
@@ -23,6 +24,7 @@ from dcdgan.steps import (
     Updater,
     detached,
     generate,
+    judge_pair,
     pix2pix_update,
     student_update,
     task_step,
@@ -427,3 +429,38 @@ def test_finiteness_check_under_several_processes_goes_through_the_all_reduce(mo
     with pytest.raises(NonFiniteUpdate, match="^b$"):
         skip.check_finite({"a": torch.tensor(1.0), "b": torch.tensor(float("nan"))})
     skip.check_finite({"a": torch.tensor(1.0)})
+
+
+# ---------------------------------------------------------------- one discriminator pass for real and fake (issue 20)
+
+
+class BareUpdater:  # what judge_pair reads of the loop's Updater: unwrap
+    @staticmethod
+    def unwrap(net):
+        return net
+
+
+def test_judge_pair_reads_real_and_fake_in_one_pass_with_the_two_pass_numbers():
+    torch.manual_seed(0)
+    disc = build_discriminator(3, 8)  # InstanceNorm: each image normalised alone
+    real, fake = torch.randn(2, 3, 32, 32), torch.randn(2, 3, 32, 32)
+    calls = []
+    disc.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
+    pred_real, pred_fake = judge_pair(BareUpdater, disc, real, fake)
+    assert calls == [4]
+    # float32 sums in another order at batch 4 than at batch 2: rounding, relative to the predictions' size
+    scale = disc(real).abs().max().item()
+    assert torch.allclose(pred_real, disc(real), atol=1e-5 * scale)
+    assert torch.allclose(pred_fake, disc(fake), atol=1e-5 * scale)
+
+
+def test_judge_pair_keeps_two_passes_for_a_batchnorm_discriminator():
+    torch.manual_seed(0)
+    disc = build_discriminator(3, 8, norm="batch")  # one pass would mix real and fake batch statistics
+    real, fake = torch.randn(2, 3, 32, 32), torch.randn(2, 3, 32, 32) + 3
+    calls = []
+    disc.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
+    pred_real, pred_fake = judge_pair(BareUpdater, disc, real, fake)
+    assert calls == [2, 2]
+    assert isinstance(disc.model[3], torch.nn.BatchNorm2d)
+    assert torch.allclose(pred_real, disc(real)) and torch.allclose(pred_fake, disc(fake))  # each side read alone
