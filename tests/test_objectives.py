@@ -23,6 +23,7 @@ from dcdgan.config import load_config
 from dcdgan.errors import UserError
 from dcdgan.perceptual import VGGPerceptual, vgg16_features
 from dcdgan.pool import ImagePool
+from dcdgan.tasks import TASKS
 
 TINY = ["model.teacher_ngf=8", "model.student_ngf=4", "model.ndf=8", *REFERENCE_STUDENT]
 
@@ -47,8 +48,8 @@ def training(recipe: str, *overrides: str, pixel_weight: float = 0.0, vgg: VGGPe
     torch.manual_seed(0)
     nets = build_networks(cfg)
     opts = steps.Optimizers(disc=sgd(nets.disc_b, nets.disc_a), gen=sgd(nets.teacher, nets.gen_ba), student=sgd(nets.student, nets.projector))
-    task = steps.TaskObjective(cfg.task, cfg.loss, ImagePool(pool_size, 1), ImagePool(pool_size, 2))
-    objective = steps.StudentObjective(cfg.distill, cfg.loss.gan_mode, cfg.task == "pix2pix", vgg, pixel_weight,
+    task = steps.TaskObjective(TASKS[cfg.task], cfg.loss, ImagePool(pool_size, 1), ImagePool(pool_size, 2))
+    objective = steps.StudentObjective(cfg.distill, cfg.loss.gan_mode, TASKS[cfg.task].conditional_disc, vgg, pixel_weight,
                                        dcd_taps(cfg) if cfg.distill.method == "dcd" else None)
     return Training(cfg, nets, opts, task, objective)
 

@@ -29,6 +29,7 @@ from dcdgan.steps import (
     student_update,
     task_step,
 )
+from dcdgan.tasks import CYCLEGAN
 
 TINY = ["model.teacher_ngf=8", "model.student_ngf=4", "model.ndf=8", *REFERENCE_STUDENT]
 
@@ -184,7 +185,7 @@ def cyclegan(*overrides: str):
     nets = build_networks(cfg)
     adam = lambda *mods: torch.optim.Adam([p for m in mods for p in m.parameters()], lr=1e-3)  # noqa: E731
     opts = Optimizers(disc=adam(nets.disc_a, nets.disc_b), gen=adam(nets.baseline, nets.gen_ba), student=None)
-    task = TaskObjective("cyclegan", cfg.loss, ImagePool(cfg.loss.pool_size, 1), ImagePool(cfg.loss.pool_size, 2))
+    task = TaskObjective(CYCLEGAN, cfg.loss, ImagePool(cfg.loss.pool_size, 1), ImagePool(cfg.loss.pool_size, 2))
     return nets, opts, task
 
 
@@ -299,7 +300,7 @@ def test_joint_and_burst_steps_without_taps_train_the_student_from_the_teacher_o
     cfg, nets, opts, objective = unconditional_student()
     nets.snapshot = copy.deepcopy(nets.teacher).requires_grad_(False)
     b = batch()
-    task = TaskObjective("cyclegan", cfg.loss, ImagePool(0, 1), ImagePool(0, 2))
+    task = TaskObjective(CYCLEGAN, cfg.loss, ImagePool(0, 1), ImagePool(0, 2))
     from dcdgan.steps import burst_student_step, joint_step
 
     s = copy.deepcopy(nets.student)
@@ -319,7 +320,7 @@ def test_joint_step_adds_the_l1_to_the_real_target_when_lambda_target_is_set():
     paired = ["data.root=builtin:shoes_paired", "data.mode=paired", "distill.lambda_target=1"]
     cfg, nets, opts, objective = unconditional_student(*paired)
     b = batch()
-    task = TaskObjective("cyclegan", cfg.loss, ImagePool(0, 1), ImagePool(0, 2))
+    task = TaskObjective(CYCLEGAN, cfg.loss, ImagePool(0, 1), ImagePool(0, 2))
     from dcdgan.steps import joint_step
 
     s = copy.deepcopy(nets.student)
@@ -386,7 +387,7 @@ def test_unconditional_own_discriminator_reads_b_images_alone_and_needs_its_opti
     assert losses["D_S"].item() == pytest.approx(expected.item(), rel=1e-5)
     from dcdgan.steps import joint_step
 
-    task = TaskObjective("cyclegan", cfg.loss, ImagePool(0, 1), ImagePool(0, 2))  # the interleaved step hands over its optimizer
+    task = TaskObjective(CYCLEGAN, cfg.loss, ImagePool(0, 1), ImagePool(0, 2))  # the interleaved step hands over its optimizer
     own_d = copy.deepcopy(nets.student_disc)
     losses = joint_step(Updater(Accelerator(cpu=True)), nets, dataclasses.replace(opts, student_disc=own_opt), task, objective, b, update_task=False)
     assert set(losses) == {"S_pixel", "S_gan", "D_S"} and changed(snapshot(own_d), nets.student_disc)

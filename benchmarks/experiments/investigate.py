@@ -42,6 +42,7 @@ from dcdgan.modes import eval_mode, frozen
 from dcdgan.pool import ImagePool
 from dcdgan.steps import Optimizers, StudentObjective, TaskObjective, Updater, generate, student_update, task_step, task_update
 from dcdgan.taps import capture
+from dcdgan.tasks import TASKS
 
 # name -> overrides on top of the recipe (method none trains the task networks at the student's size, alone)
 VARIANTS: dict[str, list[str]] = {
@@ -113,7 +114,7 @@ def term_grad_norms(t: Learner, real_a, teacher_out, teacher_feats) -> dict[str,
         if t.taps is not None:
             terms["dcd"] = d.lambda_dcd * dcd_loss(nets.disc_b, t.taps.disc, nets.projector(teacher_feats, feats))
         if d.student_gan_weight > 0:
-            image = torch.cat([real_a, out], 1) if t.cfg.task == "pix2pix" else out
+            image = torch.cat([real_a, out], 1) if TASKS[t.cfg.task].conditional_disc else out
             terms["gan"] = d.student_gan_weight * gan_loss_g(nets.disc_b(image), t.cfg.loss.gan_mode)
         norms = {}
         for name, term in terms.items():
@@ -195,11 +196,11 @@ def main() -> None:
     teacher_cfg = apply_overrides(copy.deepcopy(base), ["distill.method=omgd"])
     set_seed(args.seed)
     tnets = build_networks(teacher_cfg)
-    pool_size = base.loss.pool_size if base.task == "cyclegan" else 0
+    pool_size = TASKS[base.task].pool_size(base.loss.pool_size)
     up = Updater(acc)
     teacher = Learner(teacher_cfg, Networks(tnets.disc_b, teacher=tnets.teacher, gen_ba=tnets.gen_ba, disc_a=tnets.disc_a),
                       Optimizers(make_optimizer(trainable(tnets.disc_b, tnets.disc_a), base), make_optimizer(trainable(tnets.teacher, tnets.gen_ba), base), None),
-                      TaskObjective(base.task, teacher_cfg.loss, ImagePool(pool_size, args.seed + 1), ImagePool(pool_size, args.seed + 2)), None)
+                      TaskObjective(TASKS[base.task], teacher_cfg.loss, ImagePool(pool_size, args.seed + 1), ImagePool(pool_size, args.seed + 2)), None)
     students: dict[str, Learner] = {}
     for n, cfg in cfgs.items():
         set_seed(args.seed)
@@ -207,12 +208,12 @@ def main() -> None:
         if cfg.distill.method == "none":
             students[n] = Learner(cfg, nets, Optimizers(make_optimizer(trainable(nets.disc_b, nets.disc_a), cfg),
                                                         make_optimizer(trainable(nets.baseline, nets.gen_ba), cfg), None),
-                                  TaskObjective(cfg.task, cfg.loss, ImagePool(pool_size, args.seed + 1), ImagePool(pool_size, args.seed + 2)), None)
+                                  TaskObjective(TASKS[cfg.task], cfg.loss, ImagePool(pool_size, args.seed + 1), ImagePool(pool_size, args.seed + 2)), None)
             continue
         vgg, pixel = setup_perceptual(cfg.distill, cfg.perceptual, acc.device, print)
         pixel = PIXEL_WEIGHT.get(n, pixel)
         shared = Networks(tnets.disc_b, teacher=tnets.teacher, gen_ba=tnets.gen_ba, disc_a=tnets.disc_a, student=nets.student, projector=nets.projector)
-        objective = StudentObjective(cfg.distill, cfg.loss.gan_mode, cfg.task == "pix2pix", vgg, pixel, dcd_taps(cfg) if uses_dcd(cfg) else None)
+        objective = StudentObjective(cfg.distill, cfg.loss.gan_mode, TASKS[cfg.task].conditional_disc, vgg, pixel, dcd_taps(cfg) if uses_dcd(cfg) else None)
         students[n] = Learner(cfg, shared, Optimizers(teacher.opts.disc, None, make_optimizer(trainable(nets.student, nets.projector), cfg)), None, objective)
 
     data = DataRoot(base.data)

@@ -22,6 +22,7 @@ from dcdgan.losses import dcd_loss
 from dcdgan.modes import eval_mode
 from dcdgan.nets import DCDProjector, DCDTaps, GeneratorSpec, build_discriminator, build_generator
 from dcdgan.taps import capture, tap_channels
+from dcdgan.tasks import TASKS
 from dcdgan.weights import load_state_into, load_weights_into
 
 
@@ -73,11 +74,6 @@ def student_spec(cfg: Config) -> GeneratorSpec:
     return GeneratorSpec(m.student_netG, m.student_ngf, d.input_nc, d.output_nc, m.student_dropout, m.student_norm)
 
 
-def disc_channels(cfg: Config) -> int:
-    """Discriminator input channels: cat(A, B) for the conditional pix2pix D, B alone for CycleGAN."""
-    return cfg.data.input_nc + cfg.data.output_nc if cfg.task == "pix2pix" else cfg.data.output_nc
-
-
 def dcd_taps(cfg: Config) -> DCDTaps:
     """The configured tap pairing."""
     d = cfg.distill
@@ -91,9 +87,10 @@ def uses_dcd(cfg: Config) -> bool:
 
 def build_networks(cfg: Config) -> Networks:
     """Initialised networks on CPU (seed first for reproducible weights)."""
-    m, d = cfg.model, cfg.data
+    m, d, task = cfg.model, cfg.data, TASKS[cfg.task]
+    disc_nc = task.disc_channels(d.input_nc, d.output_nc)
     task_gen = build_generator(teacher_spec(cfg))
-    nets = Networks(disc_b=build_discriminator(disc_channels(cfg), m.ndf, m.n_layers_D))
+    nets = Networks(disc_b=build_discriminator(disc_nc, m.ndf, m.n_layers_D))
     if cfg.distill.method == "none":
         nets.baseline = task_gen
     else:
@@ -103,10 +100,9 @@ def build_networks(cfg: Config) -> Networks:
         task_gen.eval().requires_grad_(False)
         if m.teacher_disc_weights:  # it keeps training, against the frozen teacher's outputs
             load_teacher_discriminator(nets.disc_b, Path(m.teacher_disc_weights))
-    elif cfg.task == "cyclegan":
+    elif task.two_way:
         ba = dataclasses.replace(teacher_spec(cfg), input_nc=d.output_nc, output_nc=d.input_nc)
         nets.gen_ba = build_generator(ba)
-    if cfg.task == "cyclegan" and not pretrained_teacher(cfg):
         nets.disc_a = build_discriminator(d.input_nc, m.ndf, m.n_layers_D)
     if cfg.distill.method == "none":
         return nets
@@ -118,10 +114,10 @@ def build_networks(cfg: Config) -> Networks:
         t_ch = tap_channels(nets.teacher, list(taps.teacher), shape, "teacher generator")
         s_ch = tap_channels(nets.student, list(taps.student), shape, "student generator")
         # Reference CycleGAN keeps the teacher projections at their random init (train_teacher_connectors=false).
-        nets.projector = DCDProjector(taps, t_ch, s_ch, disc_channels(cfg), cfg.distill.train_teacher_connectors)
+        nets.projector = DCDProjector(taps, t_ch, s_ch, disc_nc, cfg.distill.train_teacher_connectors)
         check_dcd_geometry(cfg, nets)
     if student_owns_disc(cfg):  # the same architecture as disc_b, its own weights
-        nets.student_disc = build_discriminator(disc_channels(cfg), m.ndf, m.n_layers_D)
+        nets.student_disc = build_discriminator(disc_nc, m.ndf, m.n_layers_D)
     if burst_plan(cfg):
         nets.snapshot = build_generator(teacher_spec(cfg)).eval().requires_grad_(False)
         nets.snapshot.load_state_dict(task_gen.state_dict())

@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from dcdgan.errors import UserError
+from dcdgan.tasks import TASKS
 
 def opt(default: Any, help: str, choices: tuple = ()) -> Any:
     """A config field with help text (and allowed values) stored as dataclass metadata."""
@@ -144,7 +145,7 @@ class RunConfig:
 
 @dataclass
 class Config:
-    task: str = opt("pix2pix", "pix2pix (paired) or cyclegan (unpaired) teacher objective", ("pix2pix", "cyclegan"))
+    task: str = opt("pix2pix", "pix2pix (paired) or cyclegan (unpaired) teacher objective", tuple(TASKS))
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
@@ -158,21 +159,6 @@ class Config:
 # ---------------------------------------------------------------- defaults that follow the task or the architecture
 
 
-@dataclass(frozen=True)
-class TaskDefaults:
-    """What a task's reference scripts use (DCD-official scripts/cycle_gan/* and scripts/resnet_pix2pix/*)."""
-
-    gan_mode: str
-    lambda_dcd: float
-    ndf: int
-
-
-TASK_DEFAULTS: dict[str, TaskDefaults] = {
-    "cyclegan": TaskDefaults(gan_mode="lsgan", lambda_dcd=0.1, ndf=64),
-    "pix2pix": TaskDefaults(gan_mode="hinge", lambda_dcd=1.0, ndf=128),
-}
-
-
 def resolve_defaults(cfg: Config) -> list[str]:
     """Fill every field left unset (None, written ``auto``) from the task or the generator's architecture; returns the keys filled.
 
@@ -181,7 +167,7 @@ def resolve_defaults(cfg: Config) -> list[str]:
     """
     from dcdgan.nets.generators import PUBLIC_DEFAULTS, default_taps
 
-    task = TASK_DEFAULTS[cfg.task]
+    task = TASKS[cfg.task]  # its reference scripts' gan_mode, lambda_dcd and ndf
     m = cfg.model
     teacher, student = PUBLIC_DEFAULTS[m.teacher_netG], PUBLIC_DEFAULTS[m.student_netG]
     current = {
@@ -522,18 +508,19 @@ def validate(cfg: Config) -> None:
         raise UserError(f"data.crop_size ({d.crop_size}) cannot exceed data.load_size ({d.load_size}) with preprocess={d.preprocess}")
     if t.nepochs < 0 or t.nepochs_decay < 0 or t.nepochs + t.nepochs_decay < 1:
         raise UserError("train.nepochs + train.nepochs_decay must be at least 1 (and neither negative)")
-    if cfg.task == "pix2pix" and d.mode != "paired":
-        raise UserError("task pix2pix needs paired data (data.mode=paired)")
-    if cfg.task == "cyclegan" and d.input_nc != d.output_nc:
-        raise UserError("task cyclegan translates both ways, so data.input_nc must equal data.output_nc")
+    task = TASKS[cfg.task]
+    if task.needs_paired and d.mode != "paired":
+        raise UserError(f"task {task.name} needs paired data (data.mode=paired)")
+    if task.two_way and d.input_nc != d.output_nc:
+        raise UserError(f"task {task.name} translates both ways, so data.input_nc must equal data.output_nc")
     if dist.lambda_target > 0 and (d.mode != "paired" or burst_plan(cfg)):
         raise UserError("distill.lambda_target needs paired data (data.mode=paired) and the interleaved schedule: without them the student sees no target")
     if student_owns_disc(cfg) and burst_plan(cfg):
         raise UserError("distill.student_gan_disc=own trains a discriminator on the student's outputs and real B images: it needs the interleaved schedule (the burst schedule's student epochs read A images only)")
     if cfg.model.teacher_disc_weights and not pretrained_teacher(cfg):
         raise UserError("model.teacher_disc_weights is the discriminator of a pretrained teacher: set model.teacher_weights too (and a method other than none)")
-    if dist.schedule == "burst" and cfg.task != "cyclegan":
-        raise UserError("distill.schedule=burst is the CycleGAN reference schedule; use interleaved for pix2pix")
+    if dist.schedule == "burst" and not task.burst_schedule:
+        raise UserError(f"distill.schedule=burst is the CycleGAN reference schedule; use interleaved for {task.name}")
     if dist.student_taps and len(dist.student_taps) != len(dist.teacher_taps):
         raise UserError(f"distill.student_taps has {len(dist.student_taps)} entries but distill.teacher_taps has {len(dist.teacher_taps)}")
     if dist.method == "dcd" and not dist.teacher_taps:

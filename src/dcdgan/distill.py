@@ -40,6 +40,7 @@ from dcdgan.scan import check_before_training
 from dcdgan.schedule import JOINT, STUDENT, TASK, Phase, build_plan, locate, phase_lr_factor, total_steps
 from dcdgan.selection import Selector
 from dcdgan.steps import Losses, NonFiniteUpdate, Optimizers, StudentObjective, TaskObjective, Updater, burst_student_step, joint_step, task_step
+from dcdgan.tasks import TASKS
 
 
 # ---------------------------------------------------------------- the loop
@@ -175,10 +176,11 @@ def setup(cfg: Config, run_dir: Path, resume: bool, quiet: bool) -> Run:
     if cfg.train.compile and compile_notice is None:
         nets = compile_untapped(nets, uses_dcd(cfg))
     opts = Optimizers(**{name: accelerator.prepare(opt) if opt is not None else None for name, opt in vars(opts).items()})
-    pool_size = cfg.loss.pool_size if cfg.task == "cyclegan" else 0
-    task = TaskObjective(cfg.task, cfg.loss, ImagePool(pool_size, cfg.train.seed + 1), ImagePool(pool_size, cfg.train.seed + 2))
+    kind = TASKS[cfg.task]
+    pool_size = kind.pool_size(cfg.loss.pool_size)
+    task = TaskObjective(kind, cfg.loss, ImagePool(pool_size, cfg.train.seed + 1), ImagePool(pool_size, cfg.train.seed + 2))
     student = StudentObjective(
-        cfg.distill, cfg.loss.gan_mode, cfg.task == "pix2pix", vgg, pixel_weight, dcd_taps(cfg) if uses_dcd(cfg) else None,
+        cfg.distill, cfg.loss.gan_mode, kind.conditional_disc, vgg, pixel_weight, dcd_taps(cfg) if uses_dcd(cfg) else None,
         ImagePool(pool_size, cfg.train.seed + 3) if nets.student_disc is not None else None,
     )
 

@@ -23,6 +23,7 @@ from dcdgan.nets import DCDTaps
 from dcdgan.perceptual import VGGPerceptual
 from dcdgan.pool import ImagePool
 from dcdgan.taps import capture
+from dcdgan.tasks import Task
 
 Losses = dict[str, Tensor]
 
@@ -46,7 +47,7 @@ class Optimizers:
 class TaskObjective:
     """The task's own loss (pix2pix: conditional GAN + L1; CycleGAN: GAN + cycle + identity on pooled fakes)."""
 
-    task: str  # pix2pix or cyclegan
+    task: Task  # which objective, and its facts
     loss: LossConfig
     pool_a: ImagePool
     pool_b: ImagePool
@@ -168,10 +169,10 @@ def judge_pair(up: Updater, disc: nn.Module, real: Tensor, fake: Tensor) -> tupl
 
 
 def task_update(up: Updater, nets: Networks, opts: Optimizers, task: TaskObjective, real_a: Tensor, real_b: Tensor, fake_b: Tensor) -> Losses:
-    """One update of the task networks with the task's own objective."""
-    if task.task == "pix2pix":
-        return pix2pix_update(up, nets.disc_b, opts, task.loss, real_a, real_b, fake_b)
-    return cyclegan_update(up, nets, opts, task, real_a, real_b, fake_b)
+    """One update of the task networks with the task's own objective: CycleGAN's when it trains both directions."""
+    if task.task.two_way:
+        return cyclegan_update(up, nets, opts, task, real_a, real_b, fake_b)
+    return pix2pix_update(up, nets.disc_b, opts, task.loss, real_a, real_b, fake_b)
 
 
 def pix2pix_update(up: Updater, disc: nn.Module, opts: Optimizers, loss: LossConfig, real_a: Tensor, real_b: Tensor, fake_b: Tensor) -> Losses:
