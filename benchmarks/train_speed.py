@@ -62,7 +62,7 @@ def worker(args: argparse.Namespace) -> None:
     for method in args.methods.split(","):
         overrides = [f"distill.method={method}", f"train.mixed_precision={args.precision}", f"train.compile={args.compile == 'yes'}",
                      *QUIET_RUN, *size_overrides(args.size), *args.overrides]
-        runs[method] = setup(load_config(args.recipe, overrides), workdir / method, resume=False, quiet=True)
+        runs[method] = setup(load_config(args.recipe, overrides), workdir / method, resume=False, quiet=True).loop  # what train_step reads
     counters = {m: 0 for m in runs}
     print(MARK + json.dumps({"ready": True, "threads": torch.get_num_threads()}), flush=True)
     for line in sys.stdin:

@@ -39,7 +39,7 @@ def main() -> None:
     torch.set_num_threads(1)
     one_pass = steps.judge_pair
     runs = {name: setup(load_config(args.recipe, [f"distill.method={args.method}", *QUIET, *args.overrides]),
-                        Path(tempfile.mkdtemp()) / name, resume=False, quiet=True) for name in ("one pass", "two passes")}
+                        Path(tempfile.mkdtemp()) / name, resume=False, quiet=True).loop for name in ("one pass", "two passes")}
     times = {name: [] for name in runs}
     for i in range(args.warmup + args.steps):
         for name in (list(runs) if i % 2 == 0 else list(runs)[::-1]):

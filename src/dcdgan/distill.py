@@ -49,22 +49,22 @@ from dcdgan.tasks import TASKS
 def distill(cfg: Config, run_dir: Path, resume: bool = False, quiet: bool = False) -> Path:
     """Run (or continue) the configured distillation in ``run_dir``; returns the run directory."""
     run = setup(cfg, run_dir, resume, quiet)
-    acc, step = run.accelerator, run.step
-    bar = tqdm(total=run.stop, initial=step, desc=f"{cfg.task}/{cfg.distill.method}", disable=True if quiet else None, dynamic_ncols=True)
+    loop, acc, step = run.loop, run.accelerator, run.loop.start
+    bar = tqdm(total=loop.stop, initial=step, desc=f"{cfg.task}/{cfg.distill.method}", disable=True if quiet else None, dynamic_ncols=True)
     with StopRequest(acc.is_main_process) as stop_request:
         if run.rng is not None:
             set_rng_state(run.rng)  # last of all: building iterators and the sample batch must not shift it
-        while step < run.stop:
-            phase, index, batch = next(run.batches)
-            if index == 0 or step == run.step:
+        while step < loop.stop:
+            phase, index, batch = next(loop.batches)
+            if index == 0 or step == loop.start:
                 begin_phase(run, phase, index, step)  # its learning rate; at a burst's start, the teacher snapshot
-            losses = train_step(run, phase, step, batch)
+            losses = train_step(loop, phase, step, batch)
             step += 1
             bar.update(1)
-            stopping, nonfinite = check_step(acc, run.updater.applied(), stop_request.requested)  # the one sync per step
+            stopping, nonfinite = check_step(acc, loop.updater.applied(), stop_request.requested)  # the one sync per step
             if nonfinite:
-                raise NonFiniteLoss(f"step {step}: loss {', '.join(nonfinite)} is not finite; stopped, keeping {last_saved(run)}")
-            if step % cfg.train.log_every == 0 or step == run.stop:
+                raise NonFiniteLoss(f"step {step}: loss {', '.join(nonfinite)} is not finite; stopped, keeping {last_saved(loop.last_checkpoint)}")
+            if step % cfg.train.log_every == 0 or step == loop.stop:
                 log_losses(run, step, phase, losses, bar)
             if due(cfg.train.sample_every, step):
                 save_samples(run, step)
@@ -89,30 +89,40 @@ def due(every: int, step: int) -> bool:
 
 
 @dataclass
-class Run:
-    """What the loop works with. Steps never see it: ``train_step`` hands each step only what it needs."""
+class Loop:
+    """What every step reads and changes: the networks, their optimizers and objectives, the batches, the counters.
+    ``train_step`` hands each step kind only the parts it needs."""
 
-    cfg: Config
-    run_dir: Path
-    quiet: bool
-    accelerator: Accelerator
-    data: DataRoot
-    train_size: int
-    plan: list[Phase]
-    step: int  # where this session starts
-    stop: int
     nets: Networks
     optimizers: Optimizers
     updater: Updater
     task: TaskObjective
     student: StudentObjective
+    plan: list[Phase]
     batches: Iterator[tuple[Phase, int, dict]]
+    start: int  # where this session starts
+    stop: int
+    task_every: int  # distill.task_every: joint steps that also update the task networks
+    skip_limit: int  # train.skip_limit: non-finite steps in a row that stop the run
+    last_checkpoint: Path  # named when a step stops the run
+    skipped: int = 0  # on_nonfinite=skip: steps dropped in a row
+
+
+@dataclass
+class Run:
+    """Set-up's product: the loop's state, and what validation, samples, checkpoints and the end of the run use."""
+
+    cfg: Config
+    run_dir: Path
+    quiet: bool
+    accelerator: Accelerator
+    loop: Loop
+    train_size: int
     selector: Selector
     metrics_log: runs.MetricsLog
     sample_batch: dict
     rng: dict | None  # this process's saved RNG states, set just before the loop (resume only)
     started: float
-    skipped: int = 0  # on_nonfinite=skip: steps dropped in a row
     saved_step: int | None = None  # step of last.ckpt (a second save at the same step replaces it, keeping the older ones)
 
 
@@ -209,12 +219,14 @@ def setup(cfg: Config, run_dir: Path, resume: bool, quiet: bool) -> Run:
     metrics_log.truncate_after(step)
 
     stop = min(total_steps(plan), cfg.train.max_steps) if cfg.train.max_steps > 0 else total_steps(plan)
+    loop = Loop(
+        nets=nets, optimizers=opts, updater=Updater(accelerator, skip_nonfinite=cfg.train.on_nonfinite == "skip"), task=task, student=student,
+        plan=plan, batches=plan_batches(cfg, accelerator, plan, step, train_set, student_set), start=step, stop=stop,
+        task_every=cfg.distill.task_every, skip_limit=cfg.train.skip_limit, last_checkpoint=runs.last_checkpoint(run_dir),
+    )
     return Run(
-        cfg=cfg, run_dir=run_dir, quiet=quiet, accelerator=accelerator, data=data, train_size=len(train_set), plan=plan,
-        step=step, stop=stop, nets=nets, optimizers=opts, updater=Updater(accelerator, skip_nonfinite=cfg.train.on_nonfinite == "skip"), task=task, student=student,
-        batches=plan_batches(cfg, accelerator, plan, step, train_set, student_set),
-        selector=selector, metrics_log=metrics_log,
-        sample_batch=next(iter(batches(data.eval_dataset(cfg.data.val_split), 4))), rng=rng, started=started,
+        cfg=cfg, run_dir=run_dir, quiet=quiet, accelerator=accelerator, loop=loop, train_size=len(train_set), selector=selector,
+        metrics_log=metrics_log, sample_batch=next(iter(batches(data.eval_dataset(cfg.data.val_split), 4))), rng=rng, started=started,
     )
 
 
@@ -297,37 +309,39 @@ def prepare_network(accelerator: Accelerator, net: torch.nn.Module) -> torch.nn.
 
 def begin_phase(run: Run, phase: Phase, index: int, step: int) -> None:
     """Entering a phase (or resuming inside one): its learning rate; at a burst's first step, the teacher snapshot."""
+    loop = run.loop
     lr = run.cfg.train.lr * phase_lr_factor(run.cfg, phase)
-    for opt in run.optimizers.named().values():
+    for opt in loop.optimizers.named().values():
         for group in opt.param_groups:
             group["lr"] = lr
-    if phase.kind == STUDENT and index == 0 and run.plan[phase.index - 1].kind == TASK:
-        run.selector.select_snapshot(step, run.nets)
+    if phase.kind == STUDENT and index == 0 and loop.plan[phase.index - 1].kind == TASK:
+        run.selector.select_snapshot(step, loop.nets)
 
 
-def train_step(run: Run, phase: Phase, step: int, batch: dict) -> Losses:
+def train_step(loop: Loop, phase: Phase, step: int, batch: dict) -> Losses:
     """The step the plan schedules; with on_nonfinite=skip, a step whose update would be non-finite is dropped
     from that update on (returns no losses) and counted, and too many in a row stop the run."""
     try:
-        losses = scheduled_step(run, phase, step, batch)
+        losses = scheduled_step(loop, phase, step, batch)
     except NonFiniteUpdate as err:
-        run.skipped += 1
-        say(run.accelerator, f"step {step + 1}: loss {err} is not finite; update skipped ({run.skipped} in a row)")
-        if run.skipped >= run.cfg.train.skip_limit:
-            raise NonFiniteLoss(f"step {step + 1}: {run.skipped} steps in a row had non-finite losses ({err}); stopped, keeping {last_saved(run)}") from None
+        loop.skipped += 1
+        say(loop.updater.accelerator, f"step {step + 1}: loss {err} is not finite; update skipped ({loop.skipped} in a row)")
+        if loop.skipped >= loop.skip_limit:
+            raise NonFiniteLoss(f"step {step + 1}: {loop.skipped} steps in a row had non-finite losses ({err}); stopped, "
+                                f"keeping {last_saved(loop.last_checkpoint)}") from None
         return {}
-    run.skipped = 0
+    loop.skipped = 0
     return losses
 
 
-def scheduled_step(run: Run, phase: Phase, step: int, batch: dict) -> Losses:
+def scheduled_step(loop: Loop, phase: Phase, step: int, batch: dict) -> Losses:
     """The step kind the plan schedules, given what it needs."""
-    up, nets, opts = run.updater, run.nets, run.optimizers
+    up, nets, opts = loop.updater, loop.nets, loop.optimizers
     if phase.kind == JOINT:
-        return joint_step(up, nets, opts, run.task, run.student, batch, update_task=step % run.cfg.distill.task_every == 0)
+        return joint_step(up, nets, opts, loop.task, loop.student, batch, update_task=step % loop.task_every == 0)
     if phase.kind == TASK:
-        return task_step(up, nets, opts, run.task, batch)
-    return burst_student_step(up, nets, opts, run.student, batch)
+        return task_step(up, nets, opts, loop.task, batch)
+    return burst_student_step(up, nets, opts, loop.student, batch)
 
 
 def log_losses(run: Run, step: int, phase: Phase, losses: Losses, bar: tqdm) -> None:
@@ -352,25 +366,25 @@ def mean_over_processes(accelerator: Accelerator, losses: Losses) -> dict[str, f
 
 def validate(run: Run, step: int) -> None:
     """Score the deliverable on validation (``Selector``); keep best.ckpt when it is the best so far."""
-    if run.selector.validate(step, run.nets):
+    if run.selector.validate(step, run.loop.nets):
         save(run, step, best=True)
 
 
 def save(run: Run, step: int, best: bool = False) -> None:
     """Checkpoint the run as it is now (the rotating last.ckpt, or best.ckpt): every process contributes its RNG
     and pools, the main process writes."""
-    acc = run.accelerator
-    mine = rank_state(image_pools(run.task, run.student))
+    acc, loop = run.accelerator, run.loop
+    mine = rank_state(image_pools(loop.task, loop.student))
     ranks = gather_object([mine]) if acc.num_processes > 1 else [mine]
     if acc.is_main_process:
         state = run_state(
-            to_dict(run.cfg), step, run.train_size, {name: acc.unwrap_model(net, keep_torch_compile=False) for name, net in run.nets.named().items()},
-            run.optimizers.named(), acc.scaler.state_dict() if acc.scaler is not None else None, ranks, run.selector.selection.state(),
+            to_dict(run.cfg), step, run.train_size, {name: acc.unwrap_model(net, keep_torch_compile=False) for name, net in loop.nets.named().items()},
+            loop.optimizers.named(), acc.scaler.state_dict() if acc.scaler is not None else None, ranks, run.selector.selection.state(),
         )
         if best:
             save_checkpoint(runs.best_checkpoint(run.run_dir), state)
         else:
-            save_rotating(runs.last_checkpoint(run.run_dir).parent, state, run.cfg.train.keep_checkpoints, rotate=step != run.saved_step)
+            save_rotating(loop.last_checkpoint.parent, state, run.cfg.train.keep_checkpoints, rotate=step != run.saved_step)
     if not best:
         run.saved_step = step
 
@@ -379,7 +393,8 @@ def save_samples(run: Run, step: int) -> None:
     """samples/step_N.png from the main process."""
     acc = run.accelerator
     if acc.is_main_process:
-        save_sample_grid(run.run_dir, step, run.sample_batch, acc.unwrap_model(run.nets.task_generator, keep_torch_compile=False), unwrap_or_none(acc, run.nets.student), acc)
+        nets = run.loop.nets
+        save_sample_grid(run.run_dir, step, run.sample_batch, acc.unwrap_model(nets.task_generator, keep_torch_compile=False), unwrap_or_none(acc, nets.student), acc)
 
 
 def stop_early(run: Run, step: int) -> None:
@@ -389,15 +404,14 @@ def stop_early(run: Run, step: int) -> None:
     raise KeyboardInterrupt
 
 
-def last_saved(run: Run) -> str:
-    """The newest checkpoint on disk, for messages."""
-    path = runs.last_checkpoint(run.run_dir)
+def last_saved(path: Path) -> str:
+    """The newest checkpoint on disk (``path``, last.ckpt), for messages."""
     return f"{path} (step {load_checkpoint(path)['step']})" if path.is_file() else "no checkpoint (none was written yet)"
 
 
 def finish(run: Run, step: int) -> None:
     """The end: last validation, checkpoint, deliverables, final evaluation and report."""
-    cfg, acc, nets = run.cfg, run.accelerator, run.nets
+    cfg, acc, nets = run.cfg, run.accelerator, run.loop.nets
     history = run.selector.selection.history
     if not history or history[-1]["step"] != step:
         validate(run, step)
