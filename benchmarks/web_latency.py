@@ -55,7 +55,8 @@ def main() -> None:
     from test_web import static_server
 
     tmp = Path(tempfile.mkdtemp(prefix="web-latency."))
-    spec = student_spec(load_config("horse2zebra"))
+    cfg = load_config("horse2zebra")
+    spec = student_spec(cfg.model, cfg.data)
     torch.manual_seed(0)
     save_generator(tmp / "student.safetensors", build_generator(spec), spec, {"role": "student"})
     export_web(tmp / "student.safetensors", tmp / "site", quiet=True)

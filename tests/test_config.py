@@ -73,8 +73,8 @@ def test_cross_field_rules():
     # nothing to train it for: no GAN term, or no student (the quickstart's own discriminator must not stop method=none)
     for unused in (["distill.student_gan_weight=0"], ["distill.method=none"], ["distill.method=none", "distill.schedule=burst"]):
         cfg = load_config("quickstart_unpaired", [*own, *unused])
-        assert cfg.distill.student_gan_disc == "own" and not student_owns_disc(cfg)
-    assert student_owns_disc(load_config("quickstart_unpaired", own)) and not student_owns_disc(load_config("quickstart_unpaired"))
+        assert cfg.distill.student_gan_disc == "own" and not student_owns_disc(cfg.distill)
+    assert student_owns_disc(load_config("quickstart_unpaired", own).distill) and not student_owns_disc(load_config("quickstart_unpaired").distill)
     with pytest.raises(UserError, match="distill.student_gan_disc: 'mine' is not one of teacher, own"):
         load_config("quickstart", ["distill.student_gan_disc=mine"])
 

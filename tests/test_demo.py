@@ -37,9 +37,9 @@ def write_run(run: Path, recipe: str = "quickstart") -> Path:
     (run / "config.yaml").write_text(to_yaml(cfg))
     torch.manual_seed(0)
     info = {"image_size": cfg.data.crop_size, "direction": "AtoB", "input_range": [-1, 1], "step": 0, "task": cfg.task}
-    teacher, student = build_generator(teacher_spec(cfg)), build_generator(student_spec(cfg))
+    teacher, student = build_generator(teacher_spec(cfg)), build_generator(student_spec(cfg.model, cfg.data))
     save_generator(run / "teacher.safetensors", teacher, teacher_spec(cfg), info | {"role": "teacher"})
-    save_generator(run / "student.safetensors", student, student_spec(cfg), info | {"role": "student"})
+    save_generator(run / "student.safetensors", student, student_spec(cfg.model, cfg.data), info | {"role": "student"})
     batch = {"A": torch.rand(2, cfg.data.input_nc, 32, 32) * 2 - 1, "B": torch.rand(2, cfg.data.output_nc, 32, 32) * 2 - 1}
     (run / "samples").mkdir()
     from torchvision.utils import save_image

@@ -155,8 +155,10 @@ def test_missing_vgg_uses_the_documented_weight_free_setting(tmp_path, offline, 
 def test_settings_that_do_nothing_get_one_warning_line_each(tmp_path, offline, capsys):
     from dcdgan.config import ignored_settings, load_config
 
-    assert ignored_settings(load_config("quickstart")) == []
-    assert ignored_settings(load_config("quickstart", ["distill.method=none", "distill.student_gan_weight=0"])) == []  # nothing distils
+    cfg = load_config("quickstart")
+    assert ignored_settings(cfg.distill, cfg.perceptual) == []
+    cfg = load_config("quickstart", ["distill.method=none", "distill.student_gan_weight=0"])
+    assert ignored_settings(cfg.distill, cfg.perceptual) == []  # nothing distils
     capsys.readouterr()
     distill(tmp_path, "inert", "quickstart", "train.max_steps=1", "distill.student_gan_disc=own", "distill.student_gan_weight=0")
     warnings = [line for line in capsys.readouterr().out.splitlines() if line.startswith("warning")]

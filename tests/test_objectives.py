@@ -50,7 +50,7 @@ def training(recipe: str, *overrides: str, pixel_weight: float = 0.0, vgg: VGGPe
     opts = steps.Optimizers(disc=sgd(nets.disc_b, nets.disc_a), gen=sgd(nets.teacher, nets.gen_ba), student=sgd(nets.student, nets.projector))
     task = steps.TaskObjective(TASKS[cfg.task], cfg.loss, ImagePool(pool_size, 1), ImagePool(pool_size, 2))
     objective = steps.StudentObjective(cfg.distill, cfg.loss.gan_mode, TASKS[cfg.task].conditional_disc, vgg, pixel_weight,
-                                       dcd_taps(cfg) if cfg.distill.method == "dcd" else None)
+                                       dcd_taps(cfg.distill) if cfg.distill.method == "dcd" else None)
     return Training(cfg, nets, opts, task, objective)
 
 

@@ -17,7 +17,7 @@ def test_interleaved_plan():
     cfg = load_config("quickstart", ["train.nepochs=2", "train.nepochs_decay=1", "train.batch_size=4"])
     plan = build_plan(cfg, train_size=10, student_size=0)
     assert [(p.kind, p.epoch, p.steps) for p in plan] == [(JOINT, 0, 3), (JOINT, 1, 3), (JOINT, 2, 3)]
-    assert [phase_lr_factor(cfg, p) for p in plan] == [1.0, 1.0, 0.5]
+    assert [phase_lr_factor(cfg.train, p) for p in plan] == [1.0, 1.0, 0.5]
     assert total_steps(plan) == 9 and locate(plan, 4) == (1, 1) and locate(plan, 9) == (3, 0)
 
 
@@ -34,7 +34,7 @@ def test_burst_plan_follows_the_reference():
     assert kinds == [TASK, TASK] + [STUDENT] * 4 + [TASK] + [STUDENT] * 4
     student = [p for p in plan if p.kind == STUDENT]
     assert [p.epoch for p in student] == list(range(8)) and all(p.epochs == 8 and p.steps == 2 for p in student)
-    assert [phase_lr_factor(cfg, p) for p in student] == pytest.approx([1, 1, 1, 1, 1, 0.75, 0.5, 0.25])
+    assert [phase_lr_factor(cfg.train, p) for p in student] == pytest.approx([1, 1, 1, 1, 1, 0.75, 0.5, 0.25])
 
 
 def test_steps_count_the_batch_on_every_process():
@@ -66,7 +66,7 @@ def test_phase_lr_rounds_the_constant_share():
     cfg = load_config("quickstart", ["train.nepochs=3", "train.nepochs_decay=1"])
     from dcdgan.schedule import Phase
 
-    factors = [phase_lr_factor(cfg, Phase(STUDENT, i, i, 6, 1)) for i in range(6)]
+    factors = [phase_lr_factor(cfg.train, Phase(STUDENT, i, i, 6, 1)) for i in range(6)]
     assert factors == pytest.approx([1, 1, 1, 1, 1 - 1 / 3, 1 - 2 / 3])
     assert lr_factor(0, 0, 1) == pytest.approx(0.5) and lr_factor(3, 5, 2) == 1.0
 

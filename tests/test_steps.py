@@ -44,7 +44,7 @@ class Training:
         adam = lambda *mods: torch.optim.Adam([p for m in mods for p in m.parameters() if p.requires_grad], lr=1e-3)  # noqa: E731
         self.opts = Optimizers(disc=adam(nets.disc_b), gen=adam(nets.teacher), student=adam(nets.student, nets.projector))
         self.up = Updater(Accelerator(cpu=True))
-        self.taps = dcd_taps(cfg)
+        self.taps = dcd_taps(cfg.distill)
         self.objective = StudentObjective(cfg.distill, cfg.loss.gan_mode, True, vgg=None, pixel_weight=10.0, taps=self.taps)
 
 

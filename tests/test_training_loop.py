@@ -124,7 +124,7 @@ def test_public_cyclegan_pair_d_a_is_the_discriminator_beside_g_a_and_d_b_gets_a
     nets = build_networks(cfg)
     d_a = torch.load(files["D_A"], weights_only=True)
     assert all(torch.equal(v, nets.disc_b.state_dict()[k]) for k, v in d_a.items())
-    assert cyclegan_name_notices(cfg) == []
+    assert cyclegan_name_notices(cfg.model, cfg.data) == []
     capsys.readouterr()
     distill(tmp_path / "wrong", "quickstart_unpaired", "train.max_steps=1", f"model.teacher_weights={files['G_B']}", f"model.teacher_disc_weights={files['D_B']}")
     out = capsys.readouterr().out.splitlines()
@@ -135,7 +135,7 @@ def test_public_cyclegan_pair_d_a_is_the_discriminator_beside_g_a_and_d_b_gets_a
     ]
     # the mirror direction: B->A uses G_B and D_B, and D_A is the other domain's
     mirror = load_config("quickstart_unpaired", [*TINY_RUN, "data.direction=BtoA", f"model.teacher_weights={files['G_B']}", f"model.teacher_disc_weights={files['D_A']}"])
-    assert cyclegan_name_notices(mirror) == [
+    assert cyclegan_name_notices(mirror.model, mirror.data) == [
         f"notice: model.teacher_disc_weights={files['D_A']}: CycleGAN's D_A judges domain B images, not the outputs of the "
         "B->A (data.direction=BtoA) teacher; their discriminator is latest_net_D_B.pth",
     ]

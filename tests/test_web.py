@@ -66,7 +66,8 @@ def tiny_run(tmp_path_factory) -> Path:
 
 def rgb_student(path: Path) -> Path:
     """The horse2zebra recipe's student (3 channels, random init) as a generator file outside any run."""
-    spec = student_spec(load_config("horse2zebra"))
+    cfg = load_config("horse2zebra")
+    spec = student_spec(cfg.model, cfg.data)
     torch.manual_seed(0)
     save_generator(path, build_generator(spec), spec, {"role": "student", "input_range": [-1, 1]})
     return path

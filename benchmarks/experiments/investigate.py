@@ -199,22 +199,22 @@ def main() -> None:
     pool_size = TASKS[base.task].pool_size(base.loss.pool_size)
     up = Updater(acc)
     teacher = Learner(teacher_cfg, Networks(tnets.disc_b, teacher=tnets.teacher, gen_ba=tnets.gen_ba, disc_a=tnets.disc_a),
-                      Optimizers(make_optimizer(trainable(tnets.disc_b, tnets.disc_a), base), make_optimizer(trainable(tnets.teacher, tnets.gen_ba), base), None),
+                      Optimizers(make_optimizer(trainable(tnets.disc_b, tnets.disc_a), base.train), make_optimizer(trainable(tnets.teacher, tnets.gen_ba), base.train), None),
                       TaskObjective(TASKS[base.task], teacher_cfg.loss, ImagePool(pool_size, args.seed + 1), ImagePool(pool_size, args.seed + 2)), None)
     students: dict[str, Learner] = {}
     for n, cfg in cfgs.items():
         set_seed(args.seed)
         nets = build_networks(cfg)
         if cfg.distill.method == "none":
-            students[n] = Learner(cfg, nets, Optimizers(make_optimizer(trainable(nets.disc_b, nets.disc_a), cfg),
-                                                        make_optimizer(trainable(nets.baseline, nets.gen_ba), cfg), None),
+            students[n] = Learner(cfg, nets, Optimizers(make_optimizer(trainable(nets.disc_b, nets.disc_a), cfg.train),
+                                                        make_optimizer(trainable(nets.baseline, nets.gen_ba), cfg.train), None),
                                   TaskObjective(TASKS[cfg.task], cfg.loss, ImagePool(pool_size, args.seed + 1), ImagePool(pool_size, args.seed + 2)), None)
             continue
         vgg, pixel = setup_perceptual(cfg.distill, cfg.perceptual, acc.device, print)
         pixel = PIXEL_WEIGHT.get(n, pixel)
         shared = Networks(tnets.disc_b, teacher=tnets.teacher, gen_ba=tnets.gen_ba, disc_a=tnets.disc_a, student=nets.student, projector=nets.projector)
-        objective = StudentObjective(cfg.distill, cfg.loss.gan_mode, TASKS[cfg.task].conditional_disc, vgg, pixel, dcd_taps(cfg) if uses_dcd(cfg) else None)
-        students[n] = Learner(cfg, shared, Optimizers(teacher.opts.disc, None, make_optimizer(trainable(nets.student, nets.projector), cfg)), None, objective)
+        objective = StudentObjective(cfg.distill, cfg.loss.gan_mode, TASKS[cfg.task].conditional_disc, vgg, pixel, dcd_taps(cfg.distill) if uses_dcd(cfg.distill) else None)
+        students[n] = Learner(cfg, shared, Optimizers(teacher.opts.disc, None, make_optimizer(trainable(nets.student, nets.projector), cfg.train)), None, objective)
 
     data = DataRoot(base.data)
     train_set = data.train_dataset()
@@ -231,7 +231,7 @@ def main() -> None:
         ref_feats = np.concatenate([inception(to_uint8(b["A"])).cpu().numpy() for b in batches(targets, 50)]).astype(np.float64)
         reference = ReferenceStats.from_features(ref_feats)
     real_checker = nyquist_share(torch.cat([b["A"] for b in batches(targets, 500)]))
-    taps_all = tuple(dcd_taps(base).teacher)
+    taps_all = tuple(dcd_taps(base.distill).teacher)
 
     sampler = EpochSampler(len(train_set), args.seed)
     loader = DataLoader(train_set, base.train.batch_size, sampler=sampler)

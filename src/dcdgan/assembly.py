@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from dcdgan.checkpoint import load_checkpoint, load_network_state
-from dcdgan.config import Config, burst_plan, config_from_dict, pretrained_teacher, student_owns_disc
+from dcdgan.config import Config, DataConfig, DistillConfig, ModelConfig, burst_plan, config_from_dict, pretrained_teacher, student_owns_disc
 from dcdgan.errors import UserError
 from dcdgan.losses import dcd_loss
 from dcdgan.modes import eval_mode
@@ -61,32 +61,32 @@ class Networks:
 
 
 def teacher_spec(cfg: Config) -> GeneratorSpec:
-    """Architecture of the A->B task generator (student-sized when method=none)."""
+    """Architecture of the A->B task generator (student-sized when method=none). Takes the whole Config: it reads
+    model, data and distill."""
     m, d = cfg.model, cfg.data
     if cfg.distill.method == "none":
-        return student_spec(cfg)
+        return student_spec(cfg.model, cfg.data)
     return GeneratorSpec(m.teacher_netG, m.teacher_ngf, d.input_nc, d.output_nc, m.teacher_dropout, m.teacher_norm)
 
 
-def student_spec(cfg: Config) -> GeneratorSpec:
+def student_spec(m: ModelConfig, d: DataConfig) -> GeneratorSpec:
     """Architecture of the student generator."""
-    m, d = cfg.model, cfg.data
     return GeneratorSpec(m.student_netG, m.student_ngf, d.input_nc, d.output_nc, m.student_dropout, m.student_norm)
 
 
-def dcd_taps(cfg: Config) -> DCDTaps:
+def dcd_taps(d: DistillConfig) -> DCDTaps:
     """The configured tap pairing."""
-    d = cfg.distill
     return DCDTaps(tuple(d.teacher_taps), tuple(d.student_taps or d.teacher_taps), d.disc_tap, d.dcd_min_size)
 
 
-def uses_dcd(cfg: Config) -> bool:
+def uses_dcd(d: DistillConfig) -> bool:
     """Whether the DCD loss is part of the student objective."""
-    return cfg.distill.method == "dcd"
+    return d.method == "dcd"
 
 
 def build_networks(cfg: Config) -> Networks:
-    """Initialised networks on CPU (seed first for reproducible weights)."""
+    """Initialised networks on CPU (seed first for reproducible weights). Takes the whole Config: it reads the task,
+    model, data and distill."""
     m, d, task = cfg.model, cfg.data, TASKS[cfg.task]
     disc_nc = task.disc_channels(d.input_nc, d.output_nc)
     task_gen = build_generator(teacher_spec(cfg))
@@ -95,7 +95,7 @@ def build_networks(cfg: Config) -> Networks:
         nets.baseline = task_gen
     else:
         nets.teacher = task_gen
-    if pretrained_teacher(cfg):
+    if pretrained_teacher(cfg.model, cfg.distill):
         load_weights_into(task_gen, m.teacher_weights)
         task_gen.eval().requires_grad_(False)
         if m.teacher_disc_weights:  # it keeps training, against the frozen teacher's outputs
@@ -106,33 +106,32 @@ def build_networks(cfg: Config) -> Networks:
         nets.disc_a = build_discriminator(d.input_nc, m.ndf, m.n_layers_D)
     if cfg.distill.method == "none":
         return nets
-    nets.student = build_generator(student_spec(cfg))
-    check_generator_geometry(cfg, nets)
-    if uses_dcd(cfg):
-        taps = dcd_taps(cfg)
+    nets.student = build_generator(student_spec(cfg.model, cfg.data))
+    check_generator_geometry(cfg.data, nets)
+    if uses_dcd(cfg.distill):
+        taps = dcd_taps(cfg.distill)
         shape = (1, d.input_nc, d.crop_size, d.crop_size)
         t_ch = tap_channels(nets.teacher, list(taps.teacher), shape, "teacher generator")
         s_ch = tap_channels(nets.student, list(taps.student), shape, "student generator")
         # Reference CycleGAN keeps the teacher projections at their random init (train_teacher_connectors=false).
         nets.projector = DCDProjector(taps, t_ch, s_ch, disc_nc, cfg.distill.train_teacher_connectors)
-        check_dcd_geometry(cfg, nets)
-    if student_owns_disc(cfg):  # the same architecture as disc_b, its own weights
+        check_dcd_geometry(d, taps, nets)
+    if student_owns_disc(cfg.distill):  # the same architecture as disc_b, its own weights
         nets.student_disc = build_discriminator(disc_nc, m.ndf, m.n_layers_D)
-    if burst_plan(cfg):
+    if burst_plan(cfg.model, cfg.distill):
         nets.snapshot = build_generator(teacher_spec(cfg)).eval().requires_grad_(False)
         nets.snapshot.load_state_dict(task_gen.state_dict())
     return nets
 
 
-def cyclegan_name_notices(cfg: Config) -> list[str]:
+def cyclegan_name_notices(m: ModelConfig, data: DataConfig) -> list[str]:
     """One line per pretrained file whose public CycleGAN name says it belongs to the other direction.
 
     In the public code ``netD_A`` judges ``G_A(A)`` against real B and ``netD_B`` judges A; the two discriminators
     (and the two generators) have the same keys, so the wrong one would load without an error.
     """
-    m = cfg.model
-    ours, other = ("A", "B") if cfg.data.direction == "AtoB" else ("B", "A")
-    arrow = "A->B" if cfg.data.direction == "AtoB" else "B->A (data.direction=BtoA)"
+    ours, other = ("A", "B") if data.direction == "AtoB" else ("B", "A")
+    arrow = "A->B" if data.direction == "AtoB" else "B->A (data.direction=BtoA)"
     lines = []
     if m.teacher_disc_weights and f"net_D_{other}" in Path(m.teacher_disc_weights).name:
         lines.append(
@@ -158,10 +157,10 @@ def load_teacher_discriminator(disc: nn.Module, path: Path) -> None:
     load_state_into(disc, networks["disc_b"], path, "discriminator")
 
 
-def check_generator_geometry(cfg: Config, nets: Networks) -> None:
+def check_generator_geometry(data: DataConfig, nets: Networks) -> None:
     """Generators must return images of the input's size (pix2pix/U-Net need multiples of 4 / 2^depth)."""
-    size = cfg.data.crop_size
-    x = torch.zeros(1, cfg.data.input_nc, size, size)
+    size = data.crop_size
+    x = torch.zeros(1, data.input_nc, size, size)
     for name, net in (("teacher", nets.teacher), ("student", nets.student)):
         try:
             with torch.no_grad(), eval_mode(net):
@@ -172,11 +171,10 @@ def check_generator_geometry(cfg: Config, nets: Networks) -> None:
             raise UserError(f"data.crop_size={size}: the {name} generator returns {tuple(out.shape[-2:])}; use a multiple of 4 (of 256 for unet_256, 128 for unet_128)")
 
 
-def check_dcd_geometry(cfg: Config, nets: Networks) -> None:
+def check_dcd_geometry(data: DataConfig, taps: DCDTaps, nets: Networks) -> None:
     """Run the DCD loss once on zeros so an impossible tap/size setting fails now, with a clear message."""
-    size = cfg.data.crop_size
-    taps = dcd_taps(cfg)
-    x = torch.zeros(1, cfg.data.input_nc, size, size)
+    size = data.crop_size
+    x = torch.zeros(1, data.input_nc, size, size)
     with torch.no_grad(), eval_mode(nets.teacher, nets.student, nets.disc_b, nets.projector):
         with capture(nets.teacher, list(taps.teacher), "teacher generator") as t_feats:
             nets.teacher(x)
@@ -194,6 +192,6 @@ def generator_from_checkpoint(state: dict, role: str) -> nn.Module:
     if role == "teacher":
         net, key = build_generator(teacher_spec(cfg)), "gen_ab"
     else:
-        net, key = build_generator(student_spec(cfg)), "student" if "student" in state["networks"] else "gen_ab"
+        net, key = build_generator(student_spec(cfg.model, cfg.data)), "student" if "student" in state["networks"] else "gen_ab"
     load_network_state(net, state["networks"][key], "checkpoint", key)
     return net.eval()

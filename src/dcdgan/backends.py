@@ -69,7 +69,7 @@ def load_torch_source(model: str | Path, which: str = "student") -> TorchSource:
         if which == "teacher" and "student" not in state["networks"]:
             raise UserError(f"{path}: this run has no teacher (distill.method=none)")
         cfg = config_from_dict(state["config"])
-        spec = teacher_spec(cfg) if which == "teacher" else student_spec(cfg)
+        spec = teacher_spec(cfg) if which == "teacher" else student_spec(cfg.model, cfg.data)
         return TorchSource(generator_from_checkpoint(state, which), spec, path, run_dir_of(path))
     raise UserError(f"{path}: unknown model file (expected a run directory, .ckpt, .safetensors, .onnx, .xml or .pt2)")
 

@@ -75,7 +75,7 @@ def check_compatible(state: dict, config: dict, path: Path) -> None:
     saved, wanted = _flat(state.get("config") or {}), _flat(config)
     keys = [k for k in wanted if k in ARCHITECTURE_KEYS or k.split(".")[0] in ARCHITECTURE_SECTIONS]
     differ = [f"{k}={saved.get(k)!r} there, {wanted[k]!r} here" for k in keys if saved.get(k) != wanted[k]]
-    if not differ and student_owns_disc(config_from_dict(state.get("config") or {})) != student_owns_disc(config_from_dict(config)):
+    if not differ and student_owns_disc(config_from_dict(state.get("config") or {}).distill) != student_owns_disc(config_from_dict(config).distill):
         differ = [f"{k}={saved.get(k)!r} there, {wanted[k]!r} here" for k in OWN_DISC_KEYS if saved.get(k) != wanted[k]]
         differ[-1] += " (the student's own discriminator exists only with distill.student_gan_disc=own and student_gan_weight > 0)"
     if differ:

@@ -57,7 +57,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     from dcdgan.scan import check_command
 
     source, overrides = config_source(args.config, args.overrides)
-    return check_command(load_config(source, overrides), quiet=args.quiet)
+    cfg = load_config(source, overrides)
+    return check_command(cfg.data, cfg.eval.final, quiet=args.quiet)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:

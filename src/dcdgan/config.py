@@ -162,7 +162,7 @@ class Config:
 def resolve_defaults(cfg: Config) -> list[str]:
     """Fill every field left unset (None, written ``auto``) from the task or the generator's architecture; returns the keys filled.
 
-    The one place these defaults are decided. The filled values are ordinary values afterwards, so config.yaml,
+    The one place these defaults are decided (so it takes the whole Config: the task, model, loss and distill). The filled values are ordinary values afterwards, so config.yaml,
     checkpoints and ``--print-config`` show what the run uses, and a resumed run cannot change its mind.
     """
     from dcdgan.nets.generators import PUBLIC_DEFAULTS, default_taps
@@ -418,39 +418,39 @@ def help_text() -> str:
     return "\n".join(lines)
 
 
-def student_owns_disc(cfg: Config) -> bool:
+def student_owns_disc(d: DistillConfig) -> bool:
     """Whether the run trains a discriminator of the student's own: a distilled student whose GAN term reads it."""
-    d = cfg.distill
     return d.student_gan_disc == "own" and d.student_gan_weight > 0 and d.method != "none"
 
 
-def ignored_settings(cfg: Config) -> list[str]:
+def ignored_settings(d: DistillConfig, perceptual: PerceptualConfig) -> list[str]:
     """One warning line per setting that this config makes do nothing (the run goes on without it)."""
-    d, lines = cfg.distill, []
+    lines: list[str] = []
     if d.method == "none":
         return lines
     if d.student_gan_disc == "own" and d.student_gan_weight == 0:
         lines.append("warning: distill.student_gan_disc=own does nothing while distill.student_gan_weight=0: the student has no GAN term, "
                      "so no discriminator of its own is built")
-    if cfg.perceptual.weights == "none" and (d.lambda_style > 0 or d.lambda_feat > 0):
+    if perceptual.weights == "none" and (d.lambda_style > 0 or d.lambda_feat > 0):
         lines.append(f"warning: perceptual.weights=none turns the VGG losses off, so distill.lambda_style={d.lambda_style:g} and "
                      f"distill.lambda_feat={d.lambda_feat:g} do nothing")
     return lines
 
 
-def pretrained_teacher(cfg: Config) -> bool:
+def pretrained_teacher(model: ModelConfig, d: DistillConfig) -> bool:
     """Pretrained-teacher mode: the A->B teacher is loaded and frozen; its discriminator trains (from scratch unless given)."""
-    return bool(cfg.model.teacher_weights) and cfg.distill.method != "none"
+    return bool(model.teacher_weights) and d.method != "none"
 
 
-def burst_plan(cfg: Config) -> bool:
+def burst_plan(model: ModelConfig, d: DistillConfig) -> bool:
     """Whether the run follows the burst plan: distill.schedule=burst with a teacher that trains. A pretrained, frozen
     teacher has no teacher epochs to run between bursts: its student trains from the first step, as interleaved."""
-    return cfg.distill.schedule == "burst" and cfg.distill.method != "none" and not pretrained_teacher(cfg)
+    return d.schedule == "burst" and d.method != "none" and not pretrained_teacher(model, d)
 
 
 def validate(cfg: Config) -> None:
-    """Cross-field checks that types alone cannot express; one-line UserError on the first problem."""
+    """Cross-field checks that types alone cannot express; one-line UserError on the first problem. Takes the whole
+    Config: the checks span every section."""
     d, t, dist = cfg.data, cfg.train, cfg.distill
     positive = {
         "data.input_nc": d.input_nc,
@@ -513,11 +513,11 @@ def validate(cfg: Config) -> None:
         raise UserError(f"task {task.name} needs paired data (data.mode=paired)")
     if task.two_way and d.input_nc != d.output_nc:
         raise UserError(f"task {task.name} translates both ways, so data.input_nc must equal data.output_nc")
-    if dist.lambda_target > 0 and (d.mode != "paired" or burst_plan(cfg)):
+    if dist.lambda_target > 0 and (d.mode != "paired" or burst_plan(cfg.model, cfg.distill)):
         raise UserError("distill.lambda_target needs paired data (data.mode=paired) and the interleaved schedule: without them the student sees no target")
-    if student_owns_disc(cfg) and burst_plan(cfg):
+    if student_owns_disc(cfg.distill) and burst_plan(cfg.model, cfg.distill):
         raise UserError("distill.student_gan_disc=own trains a discriminator on the student's outputs and real B images: it needs the interleaved schedule (the burst schedule's student epochs read A images only)")
-    if cfg.model.teacher_disc_weights and not pretrained_teacher(cfg):
+    if cfg.model.teacher_disc_weights and not pretrained_teacher(cfg.model, cfg.distill):
         raise UserError("model.teacher_disc_weights is the discriminator of a pretrained teacher: set model.teacher_weights too (and a method other than none)")
     if dist.schedule == "burst" and not task.burst_schedule:
         raise UserError(f"distill.schedule=burst is the CycleGAN reference schedule; use interleaved for {task.name}")

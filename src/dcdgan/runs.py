@@ -13,7 +13,7 @@ from dcdgan.errors import UserError
 
 
 def default_run_dir(cfg: Config) -> Path:
-    """runs/<run.name>, or runs/<task>-<method>-<timestamp>."""
+    """runs/<run.name>, or runs/<task>-<method>-<timestamp> (the whole Config: it reads run, the task and distill)."""
     name = cfg.run.name or f"{cfg.task}-{cfg.distill.method}-{time.strftime('%Y%m%d-%H%M%S')}"
     return Path(cfg.run.output_dir) / name
 

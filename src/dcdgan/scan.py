@@ -31,7 +31,7 @@ from PIL import Image, UnidentifiedImageError
 from tqdm.auto import tqdm
 
 from dcdgan.checkpoint import atomic_write
-from dcdgan.config import Config, DataConfig
+from dcdgan.config import DataConfig
 from dcdgan.data import IMAGE_EXTENSIONS, is_image_file, split_layout, unmatched_names
 from dcdgan.errors import UserError
 
@@ -228,13 +228,14 @@ def survey(folder: Path, report: ScanReport) -> list[Path]:
     return images
 
 
-def splits_to_scan(cfg: Config) -> list[str]:
-    """Every split a run reads: train (holdout is part of it), validation, and test when the run ends with an evaluation."""
-    names = [cfg.data.train_split]
-    if cfg.data.val_split != "holdout":
-        names.append(cfg.data.val_split)
-    if cfg.eval.final:
-        names.append(cfg.data.test_split)
+def splits_to_scan(data: DataConfig, final: bool) -> list[str]:
+    """Every split a run reads: train (holdout is part of it), validation, and test when the run ends with an
+    evaluation (``final``, eval.final)."""
+    names = [data.train_split]
+    if data.val_split != "holdout":
+        names.append(data.val_split)
+    if final:
+        names.append(data.test_split)
     return list(dict.fromkeys(names))
 
 
@@ -436,18 +437,19 @@ def read_skip_list(run_dir: Path) -> frozenset[Path]:
     return frozenset(Path(line.split("\t", 1)[0]) for line in path.read_text().splitlines() if line.strip())
 
 
-def check_before_training(cfg: Config, run_dir: Path, quiet: bool = False) -> frozenset[Path]:
-    """The scan ``dcdgan distill`` runs before building networks: prints the report, raises UserError on
-    problems, or (``data.on_bad_image=skip``) writes the skipped files to the run and returns them for exclusion."""
+def check_before_training(data: DataConfig, final: bool, run_dir: Path, quiet: bool = False) -> frozenset[Path]:
+    """The scan ``dcdgan distill`` runs before building networks (of the test split too when ``final``): prints the
+    report, raises UserError on problems, or (``data.on_bad_image=skip``) writes the skipped files to the run and
+    returns them for exclusion."""
     check_writable(run_dir)
     main_process = os.environ.get("RANK", "0") == "0"  # under accelerate launch every process scans (cached), one reports
-    report = scan_data(cfg.data, splits_to_scan(cfg), quiet or not main_process)
+    report = scan_data(data, splits_to_scan(data, final), quiet or not main_process)
     if report.root.startswith("builtin:"):
         return frozenset()
     if main_process:
-        for line in report_lines(report, cfg.data.on_bad_image):
+        for line in report_lines(report, data.on_bad_image):
             tqdm.write(line)
-    error = failure(report, cfg.data.on_bad_image)
+    error = failure(report, data.on_bad_image)
     if error is not None:
         raise error
     if report.bad and main_process:
@@ -458,12 +460,12 @@ def check_before_training(cfg: Config, run_dir: Path, quiet: bool = False) -> fr
     return report.excluded()
 
 
-def check_command(cfg: Config, quiet: bool = False) -> int:
-    """``dcdgan check``: the same scan alone; 0 when a run could start, UserError otherwise."""
-    report = scan_data(cfg.data, splits_to_scan(cfg), quiet)
-    for line in report_lines(report, cfg.data.on_bad_image):
+def check_command(data: DataConfig, final: bool, quiet: bool = False) -> int:
+    """``dcdgan check``: the same scan alone (of the test split too when ``final``); 0 when a run could start, UserError otherwise."""
+    report = scan_data(data, splits_to_scan(data, final), quiet)
+    for line in report_lines(report, data.on_bad_image):
         print(line)
-    error = failure(report, cfg.data.on_bad_image)
+    error = failure(report, data.on_bad_image)
     if error is not None:
         raise error
     if report.bad:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from dcdgan.config import Config, burst_plan
+from dcdgan.config import Config, TrainConfig, burst_plan
 
 JOINT, TASK, STUDENT = "joint", "task", "student"
 
@@ -34,13 +34,14 @@ def build_plan(cfg: Config, train_size: int, student_size: int, processes: int =
     Burst applies only to a teacher that trains (``burst_plan``); otherwise every step is a joint (or, for
     method=none, a task) step.
 
-    A step consumes ``batch_size`` items on each of ``processes`` data-parallel processes.
+    A step consumes ``batch_size`` items on each of ``processes`` data-parallel processes. Takes the whole Config:
+    it reads train, distill and (whether the teacher is pretrained) model.
     """
     bs = cfg.train.batch_size * processes
     epochs = cfg.train.nepochs + cfg.train.nepochs_decay
     steps = math.ceil(train_size / bs)
     d = cfg.distill
-    if not burst_plan(cfg):  # a pretrained, frozen teacher: the student trains from the first step whatever the schedule
+    if not burst_plan(cfg.model, cfg.distill):  # a pretrained, frozen teacher: the student trains from the first step whatever the schedule
         kind = TASK if d.method == "none" else JOINT
         return [Phase(kind, e, e, epochs, steps) for e in range(epochs)]
     burst = d.burst_ratio * d.burst_every
@@ -57,10 +58,10 @@ def build_plan(cfg: Config, train_size: int, student_size: int, processes: int =
     return plan
 
 
-def phase_lr_factor(cfg: Config, phase: Phase) -> float:
+def phase_lr_factor(train: TrainConfig, phase: Phase) -> float:
     """Learning-rate factor of a phase: the configured constant/decay split, scaled to the phase kind's epoch count."""
-    total = cfg.train.nepochs + cfg.train.nepochs_decay
-    constant = round(phase.epochs * cfg.train.nepochs / total)
+    total = train.nepochs + train.nepochs_decay
+    constant = round(phase.epochs * train.nepochs / total)
     return lr_factor(phase.epoch, constant, phase.epochs - constant)
 
 

@@ -28,7 +28,8 @@ from dcdgan.runs import MetricsLog
 
 
 def choose_metric(cfg: Config) -> str | None:
-    """The validation metric: FID when its weights are at hand (or asked for), else L1 when a target exists."""
+    """The validation metric: FID when its weights are at hand (or asked for), else L1 when a target exists. Takes the
+    whole Config: it reads eval, data and distill."""
     metric = cfg.eval.metric
     if metric == "auto":
         metric = "fid" if inception_available(cfg.eval.inception) else "l1"
@@ -72,13 +73,14 @@ class Selection:
 
 
 class Validator:
-    """Scores a generator on the validation split: computed on the main process, the number broadcast to all."""
+    """Scores a generator on the validation split: computed on the main process, the number broadcast to all. Takes
+    the whole Config: it reads data, eval, model and distill."""
 
     def __init__(self, cfg: Config, data: DataRoot, accelerator: Accelerator, metric: str | None, run_dir, quiet: bool):
         self.cfg, self.data, self.accelerator, self.metric = cfg, data, accelerator, metric
         self.split = cfg.data.val_split
         self.unpaired = cfg.data.mode == "unpaired"
-        self.frozen_teacher = pretrained_teacher(cfg)
+        self.frozen_teacher = pretrained_teacher(cfg.model, cfg.distill)
         self.fixed_teacher: nn.Module | None = None  # unpaired L1: the teacher copy the student is compared with
         self.inception: FIDInception | None = None
         self.reference: ReferenceStats | None = None
@@ -148,7 +150,8 @@ def copy_into(target: nn.Module, source: nn.Module) -> None:
 class Selector:
     """What the loop calls for model selection: scores the deliverable (and an online teacher) on validation, keeps
     the best scores, writes the best teacher, and picks the burst schedule's teacher snapshot. best.ckpt is the
-    loop's to write (a checkpoint of the whole run), when ``validate`` says the student improved."""
+    loop's to write (a checkpoint of the whole run), when ``validate`` says the student improved. Takes the whole
+    Config: selection reads data, eval, model and distill, the best teacher's file the task too."""
 
     def __init__(self, cfg: Config, data: DataRoot, accelerator: Accelerator, run_dir, quiet: bool, metrics_log: MetricsLog):
         self.cfg, self.accelerator, self.run_dir, self.metrics_log = cfg, accelerator, run_dir, metrics_log
@@ -177,7 +180,7 @@ class Selector:
         """Whether validation also scores the teacher: it trains online (a pretrained one never changes), the schedule
         is interleaved (burst scores it when a burst begins, see select_snapshot), and a teacher metric exists."""
         cfg = self.cfg
-        return (cfg.eval.select_teacher and nets.teacher is not None and not pretrained_teacher(cfg)
+        return (cfg.eval.select_teacher and nets.teacher is not None and not pretrained_teacher(cfg.model, cfg.distill)
                 and cfg.distill.schedule != "burst" and self.validator.teacher_metric() is not None)
 
     def validate_teacher(self, step: int, teacher: nn.Module) -> bool:
