@@ -53,6 +53,7 @@ from dcdgan.config import Config, apply_overrides, load_config
 from dcdgan.data import DataRoot
 from dcdgan.evaluate import batches, image_features, score_generator, size_of
 from dcdgan.metrics.fid import ReferenceStats, load_stats, save_stats
+from dcdgan.tasks import TASKS
 from dcdgan.metrics.inception import load_inception
 from dcdgan.runs import last_checkpoint
 from dcdgan.weights import load_generator
@@ -185,7 +186,7 @@ class Bench:
         n = self.args.max_test
         device = torch.device(self.args.device)
         scores = score_generator(gen, test, device, self.cfg.eval.batch_size, n, self.inception, self.ref("test"), quiet_bar=True)
-        if self.cfg.task == "cyclegan":
+        if TASKS[self.cfg.task].fid_vs_train_test:
             train_test = score_generator(gen, test, device, self.cfg.eval.batch_size, n, self.inception, self.ref("train+test"), quiet_bar=True)
             scores["fid_train_test"] = train_test["fid"]
         selection = described.get("selection") or {}
@@ -412,7 +413,7 @@ def main() -> None:
     print(f"\n{args.task}: {cfg.task}, {cfg.data.crop_size}px, budget {args.budget} steps, seeds 0..{args.seeds - 1}, "
           f"test split {cfg.data.test_split}; machine: {machine(args.device)}, torch {torch.__version__}, {args.threads} thread(s) per run, "
           f"{args.jobs} run(s) at a time\n")
-    print(table(results, cfg.task == "cyclegan"))
+    print(table(results, TASKS[cfg.task].fid_vs_train_test))
     print()
     print(per_run(results))
     print(curve_table(results))

@@ -24,6 +24,7 @@ class Task:
     gan_mode: str  # loss.gan_mode when auto
     lambda_dcd: float  # distill.lambda_dcd when auto
     ndf: int  # model.ndf when auto
+    fid_vs_train_test: bool  # the papers' protocol for unpaired translation: FID also against every real train+test target
 
     def disc_channels(self, input_nc: int, output_nc: int) -> int:
         """Input channels of the discriminator of B: cat(A, B) when conditional, B alone otherwise."""
@@ -36,11 +37,11 @@ class Task:
 
 PIX2PIX = Task(
     name="pix2pix", conditional_disc=True, two_way=False, pools_fakes=False, needs_paired=True, burst_schedule=False,
-    gan_mode="hinge", lambda_dcd=1.0, ndf=128,
+    gan_mode="hinge", lambda_dcd=1.0, ndf=128, fid_vs_train_test=False,
 )
 CYCLEGAN = Task(
     name="cyclegan", conditional_disc=False, two_way=True, pools_fakes=True, needs_paired=False, burst_schedule=True,
-    gan_mode="lsgan", lambda_dcd=0.1, ndf=64,
+    gan_mode="lsgan", lambda_dcd=0.1, ndf=64, fid_vs_train_test=True,
 )
 
 TASKS: dict[str, Task] = {"pix2pix": PIX2PIX, "cyclegan": CYCLEGAN}  # the config's `task` names them
