@@ -6,16 +6,15 @@ import copy
 
 import torch
 from accelerate import Accelerator
-from torch import nn
-
 from conftest import l1, lsgan_g
+from test_steps import batch, cyclegan
+from torch import nn
 
 from dcdgan.batching import forward_each, per_image
 from dcdgan.nets.discriminators import build_discriminator
 from dcdgan.nets.generators import GeneratorSpec, build_generator
 from dcdgan.pool import ImagePool
 from dcdgan.steps import Updater, task_step
-from test_steps import batch, cyclegan
 
 
 def close(a: torch.Tensor, b: torch.Tensor) -> bool:
@@ -61,7 +60,7 @@ def test_forward_each_keeps_one_pass_per_input_when_images_are_not_independent()
     calls = []
     net.register_forward_hook(lambda m, i, o: calls.append(len(i[0])))
     x, y = torch.randn(2, 1, 4, 4), torch.randn(2, 1, 4, 4) + 5
-    out_x, out_y = forward_each(net, net, x, y)
+    _, out_y = forward_each(net, net, x, y)
     assert calls == [2, 2]
     assert torch.allclose(out_y.mean(dim=(0, 2, 3)), torch.zeros(2), atol=1e-5)  # normalised by y's statistics alone
 

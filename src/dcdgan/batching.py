@@ -8,8 +8,8 @@ its own: no batch statistics, no random draws whose values differ per image.
 
 from __future__ import annotations
 
-from torch import Tensor, nn
 import torch
+from torch import Tensor, nn
 
 
 def per_image(net: nn.Module) -> bool:
