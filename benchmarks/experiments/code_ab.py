@@ -25,10 +25,11 @@ import train_speed
 
 
 def start(args: argparse.Namespace, src: str) -> subprocess.Popen:
-    """A train_speed worker (fp32, eager) importing dcdgan from ``src``; blocks until it is ready."""
+    """A train_speed worker (fp32; train.compile as the recipe says, off in the photo recipes) importing dcdgan from
+    ``src``; blocks until it is ready."""
     cmd = [sys.executable, train_speed.__file__, "--worker", "--recipe", args.recipe, "--size", str(args.size), "--methods", args.methods,
            "--warmup", str(args.warmup), "--compare-steps", str(args.compare_steps), "--threads", "1",
-           "--precision-one", "no", "--compile-one", "no", *args.overrides]
+           "--precision-one", "no", "--compile-one", "recipe", *args.overrides]
     env = {**os.environ, "PYTHONPATH": str(Path(src).resolve())}
     proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
     if train_speed.read_reply(proc) is None:
