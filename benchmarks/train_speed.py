@@ -60,7 +60,9 @@ def worker(args: argparse.Namespace) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="dcdgan-train-speed-"))
     runs = {}
     for method in args.methods.split(","):
-        overrides = [f"distill.method={method}", f"train.mixed_precision={args.precision}", f"train.compile={args.compile == 'yes'}",
+        # compile "recipe" leaves train.compile as the recipe says (experiments/code_ab.py: code from before the key existed)
+        compile_ = [] if args.compile == "recipe" else [f"train.compile={args.compile == 'yes'}"]
+        overrides = [f"distill.method={method}", f"train.mixed_precision={args.precision}", *compile_,
                      *QUIET_RUN, *size_overrides(args.size), *args.overrides]
         runs[method] = setup(load_config(args.recipe, overrides), workdir / method, resume=False, quiet=True).loop  # what train_step reads
     counters = {m: 0 for m in runs}

@@ -20,7 +20,7 @@ class ImagePool:
             return images.detach()
         out = []
         for image in images.detach():
-            image = image.unsqueeze(0)
+            image = image.unsqueeze(0).clone()  # its own storage: a view would keep the whole batch it came from alive
             if len(self.images) < self.size:
                 self.images.append(image)
                 out.append(image)

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from torch.optim import Optimizer
 
 from dcdgan.assembly import Networks
+from dcdgan.batching import forward_each
 from dcdgan.config import DistillConfig, LossConfig
 from dcdgan.losses import dcd_loss, feature_loss, gan_loss_d, gan_loss_g, style_loss
 from dcdgan.modes import frozen
@@ -199,15 +200,18 @@ def cyclegan_update(up: Updater, nets: Networks, opts: Optimizers, task: TaskObj
         return detached({"D_B": loss_d_b})
     gen_ab, gen_ba = nets.task_generator, nets.gen_ba
     disc_a, disc_b = up.unwrap(nets.disc_a), up.unwrap(nets.disc_b)
+    identity_inputs = (real_a, real_b) if c.lambda_identity > 0 else ()
     with frozen(disc_a, disc_b):
-        fake_a = gen_ba(real_b)
+        # each generator's passes in one batch (batching.forward_each): gen_ba reads B, the fake B and (identity) A
+        fake_a, rec_a, *idt_a = forward_each(gen_ba, up.unwrap(gen_ba), real_b, fake_b, *identity_inputs[:1])
+        rec_b, *idt_b = forward_each(gen_ab, up.unwrap(gen_ab), fake_a, *identity_inputs[1:])
         gan_ab = gan_loss_g(disc_b(fake_b).float(), mode)
         gan_ba = gan_loss_g(disc_a(fake_a).float(), mode)
-        cycle = F.l1_loss(gen_ba(fake_b), real_a) + F.l1_loss(gen_ab(fake_a), real_b)
+        cycle = F.l1_loss(rec_a, real_a) + F.l1_loss(rec_b, real_b)
         terms = {"G_gan_AB": gan_ab, "G_gan_BA": gan_ba, "G_cycle": c.lambda_cycle * cycle}
         losses = {"G_gan_AB": gan_ab, "G_gan_BA": gan_ba, "G_cycle": cycle}
-        if c.lambda_identity > 0:
-            identity = F.l1_loss(gen_ab(real_b), real_b) + F.l1_loss(gen_ba(real_a), real_a)
+        if identity_inputs:
+            identity = F.l1_loss(idt_b[0], real_b) + F.l1_loss(idt_a[0], real_a)
             terms["G_idt"] = c.lambda_cycle * c.lambda_identity * identity
             losses["G_idt"] = identity
         up(opts.gen, terms)

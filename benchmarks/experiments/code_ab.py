@@ -1,0 +1,89 @@
+"""Whole training steps of two code trees side by side: ``train_speed.py`` workers, one per tree, alternated.
+
+Each worker is ``benchmarks/train_speed.py --worker`` run with ``PYTHONPATH`` set to one tree's ``src`` (e.g. a
+``git archive`` of the base commit unpacked under /tmp, against this checkout's ``src``), so the same recipe, seed,
+data and step timing run on both codes. Rounds alternate between the trees (the order rotates every round).
+Prints medians, quartiles, the ratio to the first tree and the largest relative loss difference over the first
+steps (trajectories: GAN training amplifies float reordering, see RESULTS.md).
+
+    python benchmarks/experiments/code_ab.py --tree base=/tmp/speed-base/src --tree new=src --methods dcd,none \\
+        --steps 20 data.root=../shared/data/horse2zebra-128
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import train_speed
+
+
+def start(args: argparse.Namespace, src: str) -> subprocess.Popen:
+    """A train_speed worker (fp32; train.compile as the recipe says, off in the photo recipes) importing dcdgan from
+    ``src``; blocks until it is ready."""
+    cmd = [sys.executable, train_speed.__file__, "--worker", "--recipe", args.recipe, "--size", str(args.size), "--methods", args.methods,
+           "--warmup", str(args.warmup), "--compare-steps", str(args.compare_steps), "--threads", "1",
+           "--precision-one", "no", "--compile-one", "recipe", *args.overrides]
+    env = {**os.environ, "PYTHONPATH": str(Path(src).resolve())}
+    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+    if train_speed.read_reply(proc) is None:
+        raise SystemExit(f"code_ab: the worker for {src} failed to start (its error is above)")
+    return proc
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tree", action="append", required=True, help="NAME=SRC_DIR (twice or more; the first is the baseline)")
+    parser.add_argument("--recipe", default="horse2zebra_64")
+    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--methods", default="dcd")
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--steps-per-round", type=int, default=2)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--compare-steps", type=int, default=20)
+    parser.add_argument("overrides", nargs="*")
+    args = parser.parse_intermixed_args()
+    trees = dict(t.split("=", 1) for t in args.tree)
+    methods = args.methods.split(",")
+    workers = {name: start(args, src) for name, src in trees.items()}
+    times = {name: {m: [] for m in methods} for name in workers}
+    losses = {name: {m: [] for m in methods} for name in workers}
+    rounds = -(-(args.steps + args.warmup) // args.steps_per_round)
+    try:
+        for r in range(rounds):
+            names = list(workers)
+            for name in names[r % len(names):] + names[: r % len(names)]:
+                out = train_speed.ask(workers[name], args.steps_per_round)
+                for m in methods:
+                    times[name][m] += out["times"][m]
+                    losses[name][m] += out["losses"][m]
+    finally:
+        for proc in workers.values():
+            proc.stdin.close()
+            proc.wait()
+    import torch
+
+    base = next(iter(trees))
+    print(f"recipe {args.recipe} at {args.size} px, fp32 eager, 1 thread per worker, {len(times[base][methods[0]])} timed steps per "
+          f"method and tree after {args.warmup} warm-up, rounds of {args.steps_per_round} alternated between trees")
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, CPU capability "
+          f"{torch.backends.cpu.get_cpu_capability()}, torch {torch.__version__}, load average {os.getloadavg()[0]:.1f} at the end\n")
+    print(f"| method | code | median ms/step | p25 | p75 | speed-up over {base} | max rel. loss diff, first {args.compare_steps} steps |")
+    print("|---|---|---|---|---|---|---|")
+    for m in methods:
+        ref = statistics.median(times[base][m])
+        for name in trees:
+            q = statistics.quantiles(times[name][m], n=4)
+            med = statistics.median(times[name][m])
+            diff = "-" if name == base else f"{train_speed.max_rel_diff(losses[name][m], losses[base][m]):.2e}"
+            print(f"| {m} | {name} | {med * 1e3:.0f} | {q[0] * 1e3:.0f} | {q[2] * 1e3:.0f} | {ref / med:.2f}x | {diff} |")
+
+
+if __name__ == "__main__":
+    main()
