@@ -1,6 +1,7 @@
 """Phone formats: ExecuTorch .pte and LiteRT .tflite agree with PyTorch at two sizes (student and teacher), a
 wrong conversion is refused, translate and eval run them on their own runtimes, Core ML is checked structurally,
-and a missing package is one line.
+and a missing package is one line. int8 exports stay above their PSNR bound against fp32, a badly calibrated one is
+refused, and translate/eval run them at int8.
 
 The conversions take minutes on a small CPU (ExecuTorch's XNNPACK lowering alone runs dozens of graph passes),
 so every test that converts is marked ``slow``; CI installs ``.[mobile]`` and runs them as a step of their own.
