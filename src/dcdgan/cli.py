@@ -258,7 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
     from dcdgan.export import FORMATS
 
     runner_help = "PyTorch on CUDA: cuda-graph (replay captured graphs), compile (torch.compile reduce-overhead) or eager; default auto: cuda-graph on --device cuda, eager on CPU"
-    precision_help = "fp32 (TF32 off on CUDA), tf32 (CUDA), bf16, fp16 (CUDA or OpenVINO), int8 (OpenVINO)"
+    precision_help = "fp32 (TF32 off on CUDA), tf32 (CUDA), bf16, fp16 (CUDA or OpenVINO), int8 (OpenVINO; .pte/.tflite int8 exports run at int8)"
 
     p = sub.add_parser("export", help="export a student (or teacher) to ONNX, OpenVINO IR or torch.export, checked against PyTorch", description=(
         "Export with dynamic batch/height/width. A parity check against PyTorch on random input and the run's images prints the "
