@@ -1,6 +1,7 @@
 """Phone formats: ExecuTorch .pte and LiteRT .tflite agree with PyTorch at two sizes (student and teacher), a
 wrong conversion is refused, translate and eval run them on their own runtimes, Core ML is checked structurally,
-and a missing package is one line.
+and a missing package is one line. int8 exports stay above their PSNR bound against fp32, a badly calibrated one is
+refused, and translate/eval run them at int8.
 
 The conversions take minutes on a small CPU (ExecuTorch's XNNPACK lowering alone runs dozens of graph passes),
 so every test that converts is marked ``slow``; CI installs ``.[mobile]`` and runs them as a step of their own.
@@ -205,10 +206,123 @@ def test_missing_runtime_is_one_line(tmp_path, monkeypatch, capsys, suffix, pack
     assert capsys.readouterr().err.strip() == f'dcdgan translate: error: {package} is not installed; pip install "dcdgan[mobile]"'
 
 
-def test_phone_exports_refuse_int8_elsewhere_and_fp16(tiny_run_dir, tmp_path, capsys):
+def test_phone_exports_refuse_other_precisions(tiny_run_dir, tmp_path, capsys):
     assert main(["export", str(tiny_run_dir), "--format", "litert", "--precision", "bf16", "--out", str(tmp_path / "s.tflite")]) == 2
-    assert "--format litert exports fp32; for bf16 use --format openvino" in capsys.readouterr().err
-    assert main(["export", str(tiny_run_dir), "--format", "litert", "--precision", "int8", "--out", str(tmp_path / "s.tflite")]) == 2
-    assert "--format litert exports fp32; for int8 use --format openvino" in capsys.readouterr().err
+    assert "--format litert exports fp32, int8; for bf16 use --format openvino" in capsys.readouterr().err
+    assert main(["export", str(tiny_run_dir), "--format", "coreml", "--precision", "int8", "--out", str(tmp_path / "s.mlpackage")]) == 2
+    assert "--format coreml exports fp32; for int8 use --format openvino" in capsys.readouterr().err
     assert main(["export", str(tiny_run_dir), "--format", "executorch", "--out", str(tmp_path / "s.tflite")]) == 2
     assert capsys.readouterr().err.strip() == f"dcdgan export: error: {tmp_path / 's.tflite'}: a executorch export must end in .pte"
+
+
+# ---------------------------------------------------------------- int8
+
+
+@pytest.fixture(scope="session")
+def int8_exports(tiny_run_dir, tmp_path_factory):
+    """int8 exports at the run's 32 px made once per format: {fmt: (file, result)}."""
+    folder = tmp_path_factory.mktemp("phone_int8")
+    made: dict = {}
+
+    def get(fmt: str):
+        if fmt not in made:
+            out = folder / f"student_int8{SUFFIX[fmt]}"
+            made[fmt] = out, export_model(tiny_run_dir, fmt, out, precision="int8", sizes=(32, 48), quiet=True)
+        return made[fmt]
+
+    return get
+
+
+def val_images(run_dir, count: int = 100) -> list[np.ndarray]:
+    from dcdgan.conversion import run_images
+
+    return run_images(load_torch_source(run_dir), "val", max_images=count)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt", [pytest.param("executorch", marks=needs("executorch")), pytest.param("litert", marks=needs("litert"))])
+def test_int8_export_stays_above_the_psnr_bound(int8_exports, phone_exports, tiny_run_dir, fmt):
+    from dcdgan.parity import psnr_against, torch_outputs
+
+    out, result = int8_exports(fmt)
+    assert out.is_file() and result["bytes"] == out.stat().st_size
+    description = json.loads(mobile.description_file(out).read_text())
+    assert (description["precision"], description["size"], result["size"]) == ("int8", 32, 32)
+    assert result["out"] == str(out) and result["precision"] == "int8"
+    assert mobile.INT8_MIN_PSNR <= result["psnr_vs_fp32"] < 100  # quantized, so not identical to fp32, yet within the bound
+    assert 0 < result["max_abs_diff_vs_fp32"] <= 2
+    assert out.stat().st_size < phone_exports(fmt)[0].stat().st_size  # int8 weights: a smaller file than the fp32 export
+    runner = load_runner(out)
+    assert (runner.backend, runner.precision) == (fmt, "int8")  # the file's precision, as an OpenVINO int8 model
+    images = val_images(tiny_run_dir)
+    net = load_torch_source(tiny_run_dir).net.eval()
+    assert psnr_against(runner, images, torch_outputs(net, images)) == pytest.approx(result["psnr_vs_fp32"], abs=1e-4)  # the same check, rerun
+    with pytest.raises(UserError, match=r"takes 32x32 images, got 48x48 \(export again with --size\)"):
+        runner(np.zeros((1, 1, 48, 48), np.float32))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt", [pytest.param("executorch", marks=needs("executorch")), pytest.param("litert", marks=needs("litert"))])
+def test_an_int8_export_under_the_bound_is_refused(tiny_run_dir, tmp_path, monkeypatch, fmt):
+    """Inject an error: calibration on images scaled by 0.05, as a faulty data pipeline could feed it; the input's
+    int8 range then clips every real pixel beyond +-0.05."""
+    real_executorch, real_litert = mobile.executorch_int8_bytes, mobile.litert_int8_bytes
+    shrunk = lambda calibration: [x * 0.05 for x in calibration]
+    monkeypatch.setattr(mobile, "executorch_int8_bytes", lambda net, spec, calibration: real_executorch(net, spec, shrunk(calibration)))
+    monkeypatch.setattr(mobile, "litert_int8_bytes", lambda fp32, calibration: real_litert(fp32, shrunk(calibration)))
+    out = tmp_path / f"s{SUFFIX[fmt]}"
+    with pytest.raises(UserError, match=rf"int8 {fmt} export reaches PSNR .* dB against fp32 on validation images \(< 30 dB\); not written"):
+        export_model(tiny_run_dir, fmt, out, precision="int8", sizes=(32,), quiet=True)
+    assert not out.exists() and not mobile.description_file(out).exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt", [pytest.param("executorch", marks=needs("executorch")), pytest.param("litert", marks=needs("litert"))])
+def test_translate_and_eval_run_an_int8_export(int8_exports, tiny_run_dir, tmp_path, capsys, fmt):
+    from PIL import Image
+
+    from dcdgan.metrics.paired import to_uint8
+
+    out, _ = int8_exports(fmt)
+    images = tmp_path / "in"
+    images.mkdir()
+    for i, x in enumerate(val_images(tiny_run_dir, 4)):
+        Image.fromarray(to_uint8(torch.from_numpy(x))[0, 0].numpy(), "L").save(images / f"{i}.png")
+    assert main(["translate", str(out), str(images), str(tmp_path / "phone")]) == 0
+    assert f"translated 4 image(s) into {tmp_path / 'phone'} ({fmt}, int8)" in capsys.readouterr().out
+    assert main(["translate", str(tiny_run_dir), str(images), str(tmp_path / "torch")]) == 0
+    phone = np.stack([np.asarray(Image.open(tmp_path / "phone" / f"{i}.png"), dtype=float) for i in range(4)])
+    torch_ = np.stack([np.asarray(Image.open(tmp_path / "torch" / f"{i}.png"), dtype=float) for i in range(4)])
+    assert phone.shape == torch_.shape == (4, 32, 32)
+    psnr = 10 * np.log10(255**2 / ((phone - torch_) ** 2).mean())
+    assert 25 <= psnr < 100  # int8, not fp32; 25 dB over 4 images, as the export's bound is 30 dB on the mean over 100
+
+    capsys.readouterr()
+    assert main(["eval", str(tiny_run_dir), "--model", str(out), "--no-fid", "--split", "test", "--max-images", "8", "--json"]) == 0
+    models = json.loads(capsys.readouterr().out)["models"]
+    exported, student = models["exported"], models["student_last"]
+    assert (exported["backend"], exported["precision"], exported["n_images"]) == (fmt, "int8", 8)
+    # The 2-step student is ~8 dB from its targets (RMSE ~100 levels); int8's error (RMSE <= 8 levels at >= 30 dB)
+    # adds in quadrature and moves that PSNR by < 0.03 dB.
+    assert exported["psnr"] == pytest.approx(student["psnr"], abs=0.1)
+
+
+@pytest.mark.parametrize("suffix, package", [(".pte", "executorch"), (".tflite", "ai_edge_litert")])
+def test_phone_runners_refuse_int8_of_an_fp32_file_and_other_precisions(tmp_path, suffix, package):
+    pytest.importorskip(package, reason=f'{package} is not installed (pip install -e ".[mobile]")')
+    model = tmp_path / f"s{suffix}"
+    model.write_bytes(b"\0" * 16)
+    mobile.description_file(model).write_text(json.dumps({"precision": "fp32", "spec": {}}))
+    with pytest.raises(UserError, match=rf"^{model}: not quantized; export it with --precision int8 \(calibrated on the run's training images\)$"):
+        load_runner(model, precision="int8")
+    with pytest.raises(UserError, match=rf"^{model}: phone exports run fp32 or int8 \(as exported\); for bf16 use --backend openvino$"):
+        load_runner(model, precision="bf16")
+
+
+@needs("litert")
+def test_an_int8_export_at_another_size_than_the_runs_images_is_one_line(tiny_run_dir, tmp_path, capsys):
+    out = tmp_path / "s.tflite"
+    assert main(["export", str(tiny_run_dir), "--format", "litert", "--precision", "int8", "--size", "48", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith("an int8 phone export takes the run's image size; its train images are 32x32, not 48x48 (--size 32)")
+    assert not out.exists()

@@ -259,18 +259,19 @@ def build_parser() -> argparse.ArgumentParser:
     from dcdgan.export import FORMATS
 
     runner_help = "PyTorch on CUDA: cuda-graph (replay captured graphs), compile (torch.compile reduce-overhead) or eager; default auto: cuda-graph on --device cuda, eager on CPU"
-    precision_help = "fp32 (TF32 off on CUDA), tf32 (CUDA), bf16, fp16 (CUDA or OpenVINO), int8 (OpenVINO)"
+    precision_help = "fp32 (TF32 off on CUDA), tf32 (CUDA), bf16, fp16 (CUDA or OpenVINO), int8 (OpenVINO; .pte/.tflite int8 exports run at int8)"
 
     p = sub.add_parser("export", help="export a student (or teacher) to ONNX, OpenVINO IR or torch.export, checked against PyTorch", description=(
         "Export with dynamic batch/height/width. A parity check against PyTorch on random input and the run's images prints the "
         "max abs difference and fails over 1e-4 (fp32). Lower precisions (OpenVINO) print PSNR against fp32 on validation images; "
-        "int8 is NNCF post-training quantization calibrated on the run's training images."))
+        "int8 is NNCF post-training quantization calibrated on the run's training images (executorch, litert: XNNPACK's pt2e "
+        "quantizer, ai-edge-quantizer; one image size, refused under 30 dB PSNR against fp32)."))
     p.add_argument("model", help="run directory, checkpoint, or generator .safetensors")
     p.add_argument("--format", required=True, choices=(*FORMATS, "web"), help="web: a static folder that runs the model in the browser (onnxruntime-web)")
     p.add_argument("--out", required=True, help="output file (.onnx, .xml (+ .bin), .pt2, .pte, .tflite, .mlpackage), or folder (web)")
-    p.add_argument("--precision", default="fp32", choices=PRECISIONS, help="fp32 (all formats); fp16, bf16, int8 (openvino)")
+    p.add_argument("--precision", default="fp32", choices=PRECISIONS, help="fp32 (all formats); fp16, bf16 (openvino); int8 (openvino, executorch, litert)")
     p.add_argument("--teacher", action="store_true", help="export the run's teacher instead of its student")
-    p.add_argument("--size", type=int, help="parity-check size (and SIZE+8); litert: the model's fixed input size (default: the run's image size)")
+    p.add_argument("--size", type=int, help="parity-check size (and SIZE+8); litert and int8 executorch: the model's fixed input size (default: the run's image size)")
     p.add_argument("--json", action="store_true", help="print the result (parity, PSNR) as JSON")
     p.set_defaults(func=cmd_export)
 

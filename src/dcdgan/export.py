@@ -39,7 +39,7 @@ FORMATS = ("onnx", "openvino", "pt2", "executorch", "litert", "coreml")
 SUFFIXES = {"onnx": ".onnx", "openvino": ".xml", "pt2": ".pt2", "executorch": ".pte", "litert": ".tflite", "coreml": ".mlpackage"}
 FORMAT_PRECISIONS = {
     "onnx": ("fp32",), "openvino": ("fp32", "fp16", "bf16", "int8"), "pt2": ("fp32",),
-    "executorch": ("fp32",), "litert": ("fp32",), "coreml": ("fp32",),  # phone int8: see dcdgan.mobile
+    "executorch": ("fp32", "int8"), "litert": ("fp32", "int8"), "coreml": ("fp32",),  # phone int8: see dcdgan.mobile
 }
 RUNNER_BACKEND = {"onnx": "onnxruntime", "openvino": "openvino", "pt2": "torch", "executorch": "executorch", "litert": "litert"}
 PHONE_FORMATS = ("executorch", "litert")  # converted by dcdgan.mobile and run by their own runtimes
