@@ -337,7 +337,8 @@ def per_run(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
+def make_parser() -> argparse.ArgumentParser:
+    """The command line (device/step_rate.py parses its runs' settings with it too, so they stay the benchmark's)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("task", help="a recipe name or YAML file (quickstart, quickstart_unpaired, horse2zebra_128, ...)")
     parser.add_argument("--seeds", type=int, default=3, help="seeds 0 .. N-1")
@@ -361,6 +362,11 @@ def main() -> None:
                         help="train the teacher (seed 0) first, alone, then distil every student from it, frozen (model.teacher_weights)")
     parser.add_argument("--train-only", action="store_true", help="train, write <method>_seed<N>.trained.json, score nothing (rerun without it to score)")
     parser.add_argument("overrides", nargs="*", help="key=value applied to every run (e.g. data.root=..., data.crop_size=64)")
+    return parser
+
+
+def main() -> None:
+    parser = make_parser()
     args = parser.parse_intermixed_args()  # options may come after the overrides, as in the examples above
     torch.set_num_threads(args.threads)
     if args.device == "cuda":  # test scores in plain fp32, as on CPU (cuDNN convolutions default to TF32)

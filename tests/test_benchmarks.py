@@ -100,3 +100,12 @@ def test_quickstart_benchmark(tiny_inception, tmp_path):
     for row, (name, model) in zip(rows, metrics["models"].items()):  # the table prints the run's own metrics.json
         assert row[3] == f"{model['params']:,}" and row[5] == f"{model['fid']:.2f}", name
         assert row[7] == f"{model['psnr']:.2f}" and row[8] == f"{model['ssim']:.3f}", name
+
+
+def test_device_step_rate_probe(tmp_path):
+    # the GPU probe that sizes a lent device's step budget must import and time on any machine (it once lost its helper)
+    overrides = [o for o in TINY_RUN if not o.startswith(("train.nepochs", "train.max_steps"))]
+    out = run_benchmark("device/step_rate.py", "quickstart", "--method", "dcd", "--warmup", "1", "--steps", "2", *overrides, cwd=tmp_path)
+    line = json.loads(out.strip().splitlines()[-1])
+    assert line["method"] == "dcd" and line["seed"] == 0
+    assert line["median_ms"] > 0 and abs(line["steps_per_s"] * line["median_ms"] - 1e3) < 1e-6
