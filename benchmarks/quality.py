@@ -261,6 +261,32 @@ def val_curve(run: Path) -> list[dict]:
     return curve
 
 
+def signed_mean_std(values: list[float]) -> str:
+    """'+mean +- std' of differences (std over seeds, n-1), or the single value."""
+    if len(values) == 1:
+        return f"{values[0]:+.2f}"
+    return f"{statistics.mean(values):+.2f} ± {statistics.stdev(values):.2f}"
+
+
+def versus_none(results: list[dict]) -> str:
+    """Markdown: each student's FID and KID minus the `none` student's of the same seed (negative: better than training
+    alone), per seed and as mean +- std, with the seeds it wins; empty without `none` results."""
+    none = {r["seed"]: r for r in results if r["method"] == "none"}
+    lines = []
+    for method in METHODS:
+        rows = [r for r in results if r["method"] == method and r["seed"] in none and method not in ("none", "teacher")]
+        if not rows:
+            continue
+        fid = [r["fid"] - none[r["seed"]]["fid"] for r in rows]
+        kid = [(r["kid_mean"] - none[r["seed"]]["kid_mean"]) * 1e3 for r in rows]
+        lines.append(f"| {method} | {' / '.join(f'{d:+.2f}' for d in fid)} | {signed_mean_std(fid)} | "
+                     f"{' / '.join(f'{d:+.2f}' for d in kid)} | {signed_mean_std(kid)} | {sum(d < 0 for d in fid)} of {len(rows)} |")
+    if not lines:
+        return ""
+    head = "| method | FID - none, per seed | mean | KID x1e3 - none, per seed | mean | seeds with a lower FID |"
+    return "\nagainst the student trained alone (same seed):\n\n" + "\n".join([head, "|" + "---|" * 6, *lines])
+
+
 def curve_table(results: list[dict]) -> str:
     """Markdown: the validation curve of every teacher run (what 'trained long enough' rests on)."""
     lines = []
@@ -422,6 +448,7 @@ def main() -> None:
     print(table(results, TASKS[cfg.task].fid_vs_train_test))
     print()
     print(per_run(results))
+    print(versus_none(results))
     print(curve_table(results))
     unfinished = bench.unfinished(units)
     if unfinished:
@@ -433,10 +460,14 @@ def main() -> None:
 
 def print_table_only(args: argparse.Namespace, units: list[tuple[str, int]]) -> None:
     """The table rebuilt from the committed result files; the units without one are named as missing."""
-    folder = args.results_dir / (args.name or Path(args.task).stem) / f"b{args.budget}"
+    task_dir = args.results_dir / (args.name or Path(args.task).stem)
+    folder = task_dir / f"b{args.budget}"
+    if args.frozen_teacher:  # one teacher, seed 0, that every student read
+        units = [u for u in units if u[0] != "teacher" or u[1] == 0]
     results, missing = [], []
     for method, seed in units:
-        path = folder / f"{method}_seed{seed}.json"
+        budget = args.teacher_budget if method == "teacher" and args.teacher_budget else args.budget
+        path = task_dir / f"b{budget}" / f"{method}_seed{seed}.json"
         if path.is_file():
             results.append(json.loads(path.read_text()))
         else:
@@ -447,6 +478,7 @@ def print_table_only(args: argparse.Namespace, units: list[tuple[str, int]]) -> 
     print(table(results, any(r.get("fid_train_test") is not None for r in results)))
     print()
     print(per_run(results))
+    print(versus_none(results))
     print(curve_table(results))
     if missing:
         print("\nno result (unfinished or not run): " + ", ".join(missing))

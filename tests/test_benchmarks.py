@@ -109,3 +109,25 @@ def test_device_step_rate_probe(tmp_path):
     line = json.loads(out.strip().splitlines()[-1])
     assert line["method"] == "dcd" and line["seed"] == 0
     assert line["median_ms"] > 0 and abs(line["steps_per_s"] * line["median_ms"] - 1e3) < 1e-6
+
+
+def test_quality_table_from_result_files_with_a_frozen_teacher(tmp_path):
+    # --table-only rebuilds a table from committed JSONs: the teacher's lives under its own budget, and the students
+    # are compared with `none` seed by seed (the numbers are made up; only the arithmetic and layout are checked)
+    results = tmp_path / "results" / "task"
+    common = {"task": "task", "budget": 30, "train_s": 10.0, "selected_step": 30, "val_metric": "l1", "val_score": 0.5, "psnr": 12.0,
+              "ssim": 0.1, "params": 1000, "macs": 2e6, "val_curve": []}
+    scores = {("teacher", 0): (200.0, 0.150), ("none", 0): (300.0, 0.300), ("none", 1): (310.0, 0.320),
+              ("dcd", 0): (290.0, 0.250), ("dcd", 1): (314.0, 0.300)}
+    for (method, seed), (fid, kid) in scores.items():
+        folder = results / ("b80" if method == "teacher" else "b30")
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"{method}_seed{seed}.json").write_text(json.dumps({**common, "method": method, "seed": seed, "fid": fid, "kid_mean": kid}))
+    out = run_benchmark("quality.py", "quickstart", "--table-only", "--seeds", "2", "--budget", "30", "--teacher-budget", "80", "--frozen-teacher",
+                        "--methods", "teacher,none,dcd", "--results-dir", str(tmp_path / "results"), "--name", "task", cwd=tmp_path)
+    summary = out.split("\n\n")[1]  # the first table: one row per method
+    _, rows = table(summary)
+    assert rows["teacher"][0] == "0" and rows["teacher"][3] == "200.00"  # one teacher, found under b80
+    assert rows["none"][3] == "305.00 ± 7.07" and rows["dcd"][3] == "302.00 ± 16.97"
+    assert "| dcd | -10.00 / +4.00 | -3.00 ± 9.90 | -50.00 / -20.00 | -35.00 ± 21.21 | 1 of 2 |" in out.splitlines()
+    assert "no result" not in out
