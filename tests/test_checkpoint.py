@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from dcdgan.checkpoint import atomic_write, load_checkpoint, save_checkpoint
+from dcdgan.checkpoint import atomic_write, keep_copy, load_checkpoint, save_checkpoint, save_rotating
 from dcdgan.errors import UserError
 
 
@@ -28,6 +28,25 @@ def test_failed_write_keeps_the_previous_file(tmp_path):
         atomic_write(path, crash)
     assert load_checkpoint(path)["step"] == 1
     assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]  # no temporary file left behind
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_written_files_get_the_permissions_of_any_new_file(tmp_path, umask):
+    # atomic writes once delivered every run file and export as 0600 (tempfile.mkstemp's mode): a team member or a
+    # web server running as another user could not read them. Now the umask decides, as for any file a tool creates.
+    previous = os.umask(umask)
+    try:
+        atomic_write(tmp_path / "page.html", lambda tmp: tmp.write_text("<p>"))
+        save_checkpoint(tmp_path / "a.ckpt", {"step": 1})
+        save_rotating(tmp_path / "checkpoints", {"step": 1}, keep=2)
+        save_rotating(tmp_path / "checkpoints", {"step": 2}, keep=2)  # the previous last.ckpt becomes last.1.ckpt
+        keep_copy(tmp_path / "a.ckpt", tmp_path / "b.ckpt")
+    finally:
+        os.umask(previous)
+    files = [tmp_path / "page.html", tmp_path / "a.ckpt", tmp_path / "b.ckpt", *sorted((tmp_path / "checkpoints").iterdir())]
+    assert [f.name for f in files[3:]] == ["last.1.ckpt", "last.ckpt"]
+    assert {f.name: oct(f.stat().st_mode & 0o777) for f in files} == {f.name: oct(0o666 & ~umask) for f in files}
+    assert not list(tmp_path.rglob("*.tmp"))
 
 
 def test_corrupt_foreign_and_unsafe_files_are_refused(tmp_path):

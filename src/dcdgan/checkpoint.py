@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 import random
+import secrets
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +19,25 @@ from dcdgan.errors import UserError
 FORMAT = 1
 
 
+def temp_file(folder: Path, name: str) -> str:
+    """A new empty file ``folder/.name.XXXX.tmp`` with the permissions any new file gets (0666 less the umask).
+
+    Not ``tempfile.mkstemp``: its files are 0600, and the rename would deliver every run file and export readable by
+    its owner alone (a web server running as another user then cannot serve an export)."""
+    for _ in range(100):
+        tmp = folder / f".{name}.{secrets.token_hex(4)}.tmp"
+        try:
+            os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+            return str(tmp)
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"{folder}: no free temporary name for {name}")
+
+
 def atomic_write(path: Path, write: Any) -> None:
     """Call ``write(tmp_path)`` then move the file into place, so ``path`` is never half-written."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    tmp = temp_file(path.parent, path.name)
     try:
         write(Path(tmp))
         with open(tmp, "rb") as f:
@@ -212,8 +226,7 @@ def save_rotating(folder: Path, state: dict, keep: int, rotate: bool = True) -> 
     for stale in folder.glob(".*.tmp"):  # left by a process killed mid-write (this process is the only writer)
         stale.unlink(missing_ok=True)
     last = folder / LAST
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{LAST}.", suffix=".tmp")
-    os.close(fd)
+    tmp = temp_file(folder, LAST)
     try:
         torch.save({"format": FORMAT, **state}, tmp)
         with open(tmp, "rb") as f:
@@ -234,8 +247,7 @@ def save_rotating(folder: Path, state: dict, keep: int, rotate: bool = True) -> 
 
 def keep_copy(source: Path, target: Path) -> None:
     """``target`` becomes the file ``source`` is now: a hard link (no second copy on disk), else a copy; atomic."""
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    os.close(fd)
+    tmp = temp_file(target.parent, target.name)
     os.unlink(tmp)
     try:
         os.link(source, tmp)
