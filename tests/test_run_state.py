@@ -140,14 +140,14 @@ def test_sync_folder_fsyncs_the_directory_and_tolerates_what_cannot_be_opened(tm
 
 def test_rotating_saves_write_dot_tmp_files_in_the_folder(tmp_path, monkeypatch):
     """Temporary files sit beside last.ckpt and match the ``.*.tmp`` a later save cleans up after a killed process."""
-    made, mkstemp = [], checkpoint.tempfile.mkstemp
+    made, temp_file = [], checkpoint.temp_file
 
-    def recording_mkstemp(*args, **kwargs):
-        fd, name = mkstemp(*args, **kwargs)
+    def recording_temp_file(*args, **kwargs):
+        name = temp_file(*args, **kwargs)
         made.append(name)
-        return fd, name
+        return name
 
-    monkeypatch.setattr(checkpoint.tempfile, "mkstemp", recording_mkstemp)
+    monkeypatch.setattr(checkpoint, "temp_file", recording_temp_file)
     save_rotating(tmp_path, {"step": 1}, keep=2)
     save_rotating(tmp_path, {"step": 2}, keep=2)  # also a keep_copy of the old last.ckpt to last.1.ckpt
     names = [os.path.basename(n) for n in made]
