@@ -7,7 +7,15 @@ import torch
 from torch import nn
 
 from dcdgan.nets import GeneratorSpec, build_generator
-from dcdgan.nets.inference import CroppedConvTranspose, PhaseSplitConv, inference_form, litert_form, splittable_head
+from dcdgan.nets.inference import (
+    CroppedConvTranspose,
+    PhaseSplitConv,
+    RowMeanInstanceNorm,
+    inference_form,
+    litert_form,
+    row_mean_norms,
+    splittable_head,
+)
 
 
 @pytest.mark.parametrize("out_c, bias", [(3, True), (1, True), (3, False)])
@@ -102,5 +110,40 @@ def test_litert_form_crops_every_padded_transposed_conv_and_keeps_the_outputs(ne
     assert not any(type(m) is nn.ConvTranspose2d and any(m.padding) for m in form.modules())
     assert all(type(m) is nn.ConvTranspose2d for m in net.modules() if isinstance(m, nn.ConvTranspose2d))  # the original is untouched
     x = torch.rand(2, channels, 128, 128) * 2 - 1
+    with torch.no_grad():
+        assert (form(x) - net(x)).abs().max().item() <= 1e-5
+
+
+@pytest.mark.parametrize("affine", [False, True])
+def test_row_mean_instance_norm_equals_instance_norm_and_keeps_its_keys(affine):
+    torch.manual_seed(0)
+    norm = nn.InstanceNorm2d(6, affine=affine)
+    if affine:
+        with torch.no_grad():
+            norm.weight.normal_(1, 0.3), norm.bias.normal_(0, 0.3)
+    row_mean = RowMeanInstanceNorm(norm)
+    assert list(row_mean.state_dict()) == list(norm.state_dict())
+    x = 0.5 + 0.05 * torch.randn(2, 6, 24, 40)  # a mean large against the spread, as in a photo's activations
+    with torch.no_grad():
+        weight, bias = (norm.weight.double(), norm.bias.double()) if affine else (None, None)
+        expected = nn.functional.instance_norm(x.double(), weight=weight, bias=bias, eps=norm.eps)
+        got = row_mean(x)
+    # fp32 input rounding (2^-24 * 0.55) over a spread of 0.05: ~1e-6 relative, times |outputs| up to ~5
+    assert (got.double() - expected).abs().max().item() <= 2e-5
+
+
+def test_row_mean_norms_replaces_only_instance_norms_without_running_stats():
+    net = nn.Sequential(nn.InstanceNorm2d(3), nn.Sequential(nn.InstanceNorm2d(3, track_running_stats=True), nn.BatchNorm2d(3)))
+    row_mean_norms(net)
+    assert [type(m) for m in (net[0], net[1][0], net[1][1])] == [RowMeanInstanceNorm, nn.InstanceNorm2d, nn.BatchNorm2d]
+
+
+def test_litert_form_has_row_mean_norms_and_keeps_the_outputs():
+    torch.manual_seed(0)
+    net = build_generator(GeneratorSpec("mobile_resnet_9blocks", 8, 1, 1)).eval()
+    form = litert_form(net)
+    assert not any(type(m) is nn.InstanceNorm2d for m in form.modules())
+    assert sum(type(m) is RowMeanInstanceNorm for m in form.modules()) == sum(type(m) is nn.InstanceNorm2d for m in net.modules())
+    x = torch.rand(1, 1, 64, 64) * 2 - 1
     with torch.no_grad():
         assert (form(x) - net(x)).abs().max().item() <= 1e-5

@@ -111,6 +111,48 @@ def crop_transposed_convs(net: nn.Module) -> nn.Module:
     return net
 
 
+class RowMeanInstanceNorm(nn.Module):
+    """``InstanceNorm2d`` without running statistics, its means taken over each row and then over the rows, and
+    its variance as the mean of squared deviations from that mean (two passes).
+
+    Why: a phone runtime sums a whole H x W plane into one fp32 accumulator. ExecuTorch's portable
+    ``_native_batch_norm_legit_no_stats`` kernel (what ``InstanceNorm2d`` lowers to, outside XNNPACK) also takes the
+    variance as E[x^2] - E[x]^2, which cancels: on a 256 px student's activations it was off by 4.6e-4 per norm (NaN
+    once the mean is 3 and the spread 0.02), and the nets' 20-odd norms in a row made that 1.5e-2 at the output.
+    Summed per row (W terms) and then over the H row means, the rounding error grows with H + W instead of H * W:
+    1.3e-6 on the same plane. benchmarks/RESULTS.md ("Phone parity at 256 px") has the measurements."""
+
+    def __init__(self, norm: nn.InstanceNorm2d):
+        super().__init__()
+        if norm.track_running_stats:
+            raise ValueError("RowMeanInstanceNorm replaces an InstanceNorm2d without running statistics")
+        self.eps = norm.eps
+        self.weight, self.bias = norm.weight, norm.bias  # None without affine; the same parameters (and keys) with it
+
+    @staticmethod
+    def _mean(x: Tensor) -> Tensor:
+        return x.mean(dim=3, keepdim=True).mean(dim=2, keepdim=True)
+
+    def forward(self, x: Tensor) -> Tensor:
+        centred = x - self._mean(x)
+        y = centred * (self._mean(centred * centred) + self.eps).rsqrt()
+        if self.weight is not None:
+            y = y * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
+        return y
+
+
+def row_mean_norms(net: nn.Module) -> nn.Module:
+    """``net`` (changed in place and returned) with every ``InstanceNorm2d`` without running statistics replaced by
+    ``RowMeanInstanceNorm``: the form the phone exports convert."""
+    for name, child in net.named_children():
+        if type(child) is nn.InstanceNorm2d and not child.track_running_stats:
+            setattr(net, name, RowMeanInstanceNorm(child))
+        else:
+            row_mean_norms(child)
+    return net
+
+
 def litert_form(net: nn.Module) -> nn.Module:
-    """The inference form with padded transposed convolutions cropped instead (what litert-torch converts)."""
-    return crop_transposed_convs(inference_form(net))
+    """The inference form with padded transposed convolutions cropped instead (what litert-torch converts) and the
+    instance norms as ``RowMeanInstanceNorm``."""
+    return row_mean_norms(crop_transposed_convs(inference_form(net)))
