@@ -284,7 +284,7 @@ def versus_none(results: list[dict]) -> str:
     if not lines:
         return ""
     head = "| method | FID - none, per seed | mean | KID x1e3 - none, per seed | mean | seeds with a lower FID |"
-    return "\nagainst the student trained alone (same seed):\n\n" + "\n".join([head, "|" + "---|" * 6, *lines])
+    return "\nagainst the student trained alone (same seed):\n\n" + "\n".join([head, "|" + "---|" * 6, *lines]) + "\n"
 
 
 def curve_table(results: list[dict]) -> str:
