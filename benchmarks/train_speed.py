@@ -31,7 +31,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 # only the steps are timed: no validation, samples, checkpoints or final evaluation in these runs
@@ -53,7 +52,7 @@ def worker(args: argparse.Namespace) -> None:
     import torch
 
     from dcdgan.config import load_config
-    from dcdgan.distill import setup, train_step
+    from dcdgan.stepping import Stepper
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -64,7 +63,7 @@ def worker(args: argparse.Namespace) -> None:
         compile_ = [] if args.compile == "recipe" else [f"train.compile={args.compile == 'yes'}"]
         overrides = [f"distill.method={method}", f"train.mixed_precision={args.precision}", *compile_,
                      *QUIET_RUN, *size_overrides(args.size), *args.overrides]
-        runs[method] = setup(load_config(args.recipe, overrides), workdir / method, resume=False, quiet=True).loop  # what train_step reads
+        runs[method] = Stepper(load_config(args.recipe, overrides), workdir / method)
     counters = {m: 0 for m in runs}
     print(MARK + json.dumps({"ready": True, "threads": torch.get_num_threads()}), flush=True)
     for line in sys.stdin:
@@ -73,13 +72,7 @@ def worker(args: argparse.Namespace) -> None:
         losses: dict[str, list[dict]] = {m: [] for m in runs}
         for i in range(steps):
             for method in list(runs)[i % len(runs):] + list(runs)[: i % len(runs)]:
-                run = runs[method]
-                phase, _, batch = next(run.batches)
-                start = time.perf_counter()
-                values = train_step(run, phase, counters[method], batch)
-                run.updater.applied()
-                read = {k: float(v) for k, v in values.items()}  # what a log step reads; forces the work to be done
-                elapsed = time.perf_counter() - start
+                read, elapsed = runs[method].step()
                 counters[method] += 1
                 if counters[method] > args.warmup:
                     times[method].append(elapsed)

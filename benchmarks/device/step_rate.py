@@ -13,7 +13,6 @@ import json
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -22,21 +21,12 @@ from quality import METHODS, Bench, make_parser  # noqa: E402
 from train_speed import QUIET_RUN  # noqa: E402
 
 from dcdgan.config import load_config  # noqa: E402
-from dcdgan.distill import Loop, setup, train_step  # noqa: E402
+from dcdgan.stepping import Stepper  # noqa: E402
 
 
-def step_times(loop: Loop, steps: int, warmup: int) -> list[float]:
-    """Seconds of each step after ``warmup`` untimed ones (a step, plus reading its losses as a log step does)."""
-    times = []
-    for step in range(warmup + steps):
-        phase, _, batch = next(loop.batches)
-        start = time.perf_counter()
-        losses = train_step(loop, phase, step, batch)
-        loop.updater.applied()
-        [float(v) for v in losses.values()]  # forces the work to be done (a GPU step is asynchronous)
-        if step >= warmup:
-            times.append(time.perf_counter() - start)
-    return times
+def step_times(stepper: Stepper, steps: int, warmup: int) -> list[float]:
+    """Seconds of each step after ``warmup`` untimed ones."""
+    return [stepper.step()[1] for _ in range(warmup + steps)][warmup:]
 
 
 def main() -> None:
@@ -54,7 +44,7 @@ def main() -> None:
         bench_args = make_parser().parse_intermixed_args([args.task, "--budget", "3000", "--runs-dir", tmp, "--device", args.device, *args.overrides])
         overrides = Bench(bench_args).overrides(args.method, args.seed)
         cfg = load_config(args.task, [*overrides, *QUIET_RUN])
-        times = step_times(setup(cfg, Path(tmp) / "run", resume=False, quiet=True).loop, args.steps, args.warmup)
+        times = step_times(Stepper(cfg, Path(tmp) / "run"), args.steps, args.warmup)
     median = statistics.median(times)
     print(json.dumps({"method": args.method, "seed": args.seed, "median_ms": median * 1e3, "steps_per_s": 1 / median}), flush=True)
 
