@@ -154,14 +154,20 @@ def main() -> None:
         settings.insert(0, ("no", "no"))  # the baseline every speed-up is over
     methods = args.methods.split(",")
     workers = {setting_name(*s): start_worker(args, *s) for s in settings}
+    times, losses = alternate_rounds(workers, methods, args.steps + args.warmup, args.steps_per_round)
+    report(args, methods, times, losses)
+
+
+def alternate_rounds(workers: dict[str, subprocess.Popen], methods: list[str], steps: int, steps_per_round: int) -> tuple[dict, dict]:
+    """Hand out rounds of steps until each worker ran ``steps``, rotating which worker goes first every round, then
+    close the workers; the step times and losses of each, per method (experiments/code_ab.py uses it too)."""
     times = {name: {m: [] for m in methods} for name in workers}
     losses = {name: {m: [] for m in methods} for name in workers}
-    rounds = -(-(args.steps + args.warmup) // args.steps_per_round)
     try:
-        for r in range(rounds):
+        for r in range(-(-steps // steps_per_round)):
             names = list(workers)
             for name in names[r % len(names):] + names[: r % len(names)]:
-                out = ask(workers[name], args.steps_per_round)
+                out = ask(workers[name], steps_per_round)
                 for m in methods:
                     times[name][m] += out["times"][m]
                     losses[name][m] += out["losses"][m]
@@ -169,7 +175,7 @@ def main() -> None:
         for proc in workers.values():
             proc.stdin.close()
             proc.wait()
-    report(args, methods, times, losses)
+    return times, losses
 
 
 def report(args: argparse.Namespace, methods: list[str], times: dict, losses: dict) -> None:

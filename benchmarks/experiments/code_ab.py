@@ -52,21 +52,7 @@ def main() -> None:
     trees = dict(t.split("=", 1) for t in args.tree)
     methods = args.methods.split(",")
     workers = {name: start(args, src) for name, src in trees.items()}
-    times = {name: {m: [] for m in methods} for name in workers}
-    losses = {name: {m: [] for m in methods} for name in workers}
-    rounds = -(-(args.steps + args.warmup) // args.steps_per_round)
-    try:
-        for r in range(rounds):
-            names = list(workers)
-            for name in names[r % len(names):] + names[: r % len(names)]:
-                out = train_speed.ask(workers[name], args.steps_per_round)
-                for m in methods:
-                    times[name][m] += out["times"][m]
-                    losses[name][m] += out["losses"][m]
-    finally:
-        for proc in workers.values():
-            proc.stdin.close()
-            proc.wait()
+    times, losses = train_speed.alternate_rounds(workers, methods, args.steps + args.warmup, args.steps_per_round)
     import torch
 
     base = next(iter(trees))
