@@ -92,3 +92,19 @@ def test_ctrl_c_saves_and_resume_continues(tmp_path):
     done = subprocess.run([*cmd[:3], "distill", "--resume", str(run), f"train.max_steps={saved + 1}", "--quiet"], env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert load_checkpoint(run / "checkpoints" / "last.ckpt")["step"] == saved + 1
+
+
+def test_a_temporary_name_in_use_is_never_reused(tmp_path, monkeypatch):
+    # another writer's temporary file (same random part) must not be opened and overwritten: the next name is tried,
+    # and when every try collides the error names the folder
+    from dcdgan import checkpoint
+
+    taken = tmp_path / ".page.html.aaaa.tmp"
+    taken.write_text("another writer's")
+    draws = iter(["aaaa", "bbbb"])
+    monkeypatch.setattr(checkpoint.secrets, "token_hex", lambda n: next(draws))
+    assert checkpoint.temp_file(tmp_path, "page.html") == str(tmp_path / ".page.html.bbbb.tmp")
+    assert taken.read_text() == "another writer's"
+    monkeypatch.setattr(checkpoint.secrets, "token_hex", lambda n: "aaaa")
+    with pytest.raises(FileExistsError, match=f"^{tmp_path}: no free temporary name for page.html$"):
+        checkpoint.temp_file(tmp_path, "page.html")
