@@ -147,3 +147,8 @@ def test_litert_form_has_row_mean_norms_and_keeps_the_outputs():
     x = torch.rand(1, 1, 64, 64) * 2 - 1
     with torch.no_grad():
         assert (form(x) - net(x)).abs().max().item() <= 1e-5
+
+
+def test_row_mean_norm_refuses_a_norm_with_running_statistics():
+    with pytest.raises(ValueError, match=r"^RowMeanInstanceNorm replaces an InstanceNorm2d without running statistics$"):
+        RowMeanInstanceNorm(nn.InstanceNorm2d(4, track_running_stats=True))
