@@ -227,9 +227,11 @@ class Bench:
         if not claim(self.run_dir(method, seed)):
             return None
         trained_s = self.train(method, seed)
-        previous = self.run_dir(method, seed) / "train_wall.json"
-        total = trained_s + (json.loads(previous.read_text())["train_s"] if previous.is_file() else 0.0)
-        previous.write_text(json.dumps({"train_s": total}))
+        total = run_train_seconds(self.run_dir(method, seed))  # the run's own clock, over every session, killed ones too
+        if total is None:  # a run trained by code from before that clock: the sessions this script saw end
+            previous = self.run_dir(method, seed) / "train_wall.json"
+            total = trained_s + (json.loads(previous.read_text())["train_s"] if previous.is_file() else 0.0)
+            previous.write_text(json.dumps({"train_s": total}))
         trained = {"task": self.args.task, "method": method, "seed": seed, "budget": self.budget(method), "train_s": total,
                    "val_curve": val_curve(self.run_dir(method, seed))}
         if self.args.train_only:  # scored later, where the Inception file is (a lent GPU may not carry it)
@@ -247,6 +249,13 @@ def write_json(path: Path, data: dict) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(data, indent=2) + "\n")
     tmp.replace(path)
+
+
+def run_train_seconds(run: Path) -> float | None:
+    """The training seconds a finished run logged last (metrics.jsonl), or None when its code did not log them."""
+    log = run / "metrics.jsonl"
+    rows = [json.loads(line) for line in log.read_text().splitlines() if '"train_seconds"' in line] if log.is_file() else []
+    return float(rows[-1]["train_seconds"]) if rows else None
 
 
 def val_curve(run: Path) -> list[dict]:

@@ -14,6 +14,7 @@ import torch
 
 from dcdgan.checkpoint import atomic_write, keep_copy, load_checkpoint, save_checkpoint, save_rotating
 from dcdgan.errors import UserError
+from dcdgan.runs import MetricsLog
 
 
 def test_failed_write_keeps_the_previous_file(tmp_path):
@@ -78,6 +79,7 @@ def test_ctrl_c_saves_and_resume_continues(tmp_path):
     cmd = [sys.executable, "-m", "dcdgan", "distill", "model.teacher_ngf=8", "model.student_ngf=4", "model.ndf=8",
            "perceptual.weights=none", "eval.final=false", "train.checkpoint_every=0", "train.log_every=1",
            "train.sample_every=0", "eval.max_images=8", "--run-dir", str(run), "--quiet"]
+    started = time.time()
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     log = run / "metrics.jsonl"
     deadline = time.time() + 120
@@ -87,11 +89,22 @@ def test_ctrl_c_saves_and_resume_continues(tmp_path):
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
     assert "continue with: dcdgan distill --resume" in out
-    saved = load_checkpoint(run / "checkpoints" / "last.ckpt")["step"]
+    state = load_checkpoint(run / "checkpoints" / "last.ckpt")
+    saved = state["step"]
     assert saved >= 2
-    done = subprocess.run([*cmd[:3], "distill", "--resume", str(run), f"train.max_steps={saved + 1}", "--quiet"], env=env, capture_output=True, text=True, timeout=120)
+    assert 0 < state["train_seconds"] < time.time() - started  # this session's wall time, set-up included
+    # The run's clock goes on over a resume: make the first session look like 5,000 s long, so the total cannot
+    # pass for the second session's own time (which is a few seconds).
+    save_checkpoint(run / "checkpoints" / "last.ckpt", {**state, "train_seconds": 5000.0})
+    resumed = time.time()
+    done = subprocess.run([*cmd[:3], "distill", "--resume", str(run), f"train.max_steps={saved + 1}"], env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
+    second = time.time() - resumed
     assert load_checkpoint(run / "checkpoints" / "last.ckpt")["step"] == saved + 1
+    final = [r for r in MetricsLog(log).read() if "train_seconds" in r]
+    assert [r["step"] for r in final] == [saved + 1]
+    assert 5000 < final[0]["train_seconds"] < 5000 + second
+    assert f"trained {saved + 1} steps in {final[0]['train_seconds']:.0f}s" in done.stdout
 
 
 def test_a_temporary_name_in_use_is_never_reused(tmp_path, monkeypatch):

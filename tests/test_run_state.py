@@ -248,7 +248,7 @@ class Run:
 
 
 def state_of(run: Run, ranks: list[dict], step: int = 9) -> dict:
-    return run_state({"task": "pix2pix"}, step, 12, run.networks, run.optimizers, run.scaler.state_dict(), ranks, {"best": 0.5})
+    return run_state({"task": "pix2pix"}, step, 12, run.networks, run.optimizers, run.scaler.state_dict(), ranks, {"best": 0.5}, train_seconds=123.5)
 
 
 def test_run_state_holds_everything_to_continue():
@@ -257,9 +257,9 @@ def test_run_state_holds_everything_to_continue():
     ranks = [rank_state(run.pools), {"rng": "rank 1 rng", "pools": "rank 1 pools"}, {"rng": "rank 2 rng", "pools": "rank 2 pools"}]
     state = state_of(run, ranks)
     assert set(state) == {"config", "step", "train_size", "world_size", "networks", "optimizers", "grad_scaler", "pools", "rng",
-                          "other_ranks", "selection"}
-    assert (state["config"], state["step"], state["train_size"], state["world_size"], state["selection"]) == ({"task": "pix2pix"}, 9, 12, 3,
-                                                                                                             {"best": 0.5})
+                          "other_ranks", "selection", "train_seconds"}
+    assert (state["config"], state["step"], state["train_size"], state["world_size"], state["selection"], state["train_seconds"]) == (
+        {"task": "pix2pix"}, 9, 12, 3, {"best": 0.5}, 123.5)
     assert state["grad_scaler"]["scale"] == 2.0
     assert state["other_ranks"] == ranks[1:]
     assert state["pools"] is ranks[0]["pools"] and state["rng"] is ranks[0]["rng"]

@@ -125,6 +125,10 @@ def test_quality_benchmark_trains_scores_commits_and_rebuilds_its_table(tmp_path
         assert committed == json.loads((runs / "quickstart" / "b2" / method / "seed0" / "result.json").read_text())
         assert committed["method"] == method and committed["budget"] == 2 and math.isfinite(committed["fid"])
         assert [p["step"] for p in committed["val_curve"] if p["metric"] == "l1"] == [2]
+        run = runs / "quickstart" / "b2" / method / "seed0"  # the wall time is the run's own clock (it survives kills), not the script's
+        logged = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if "train_seconds" in line]
+        assert [r["step"] for r in logged] == [2] and committed["train_s"] == logged[0]["train_seconds"] > 0
+        assert not (run / "train_wall.json").exists()
     assert "teacher seed 0, validation l1 by step:" in done.stdout
     rebuilt = subprocess.run([*common, "--methods", "teacher,none,dcd", "--table-only"], capture_output=True, text=True, timeout=120)
     assert rebuilt.returncode == 0, rebuilt.stderr[-2000:]

@@ -138,12 +138,15 @@ def run_state(
     scaler: dict | None,
     ranks: list[dict],
     selection: dict,
+    train_seconds: float = 0.0,
 ) -> dict:
     """Everything needed to continue exactly. ``networks`` are bare modules; ``ranks`` holds each process's RNG
-    states and image pools (``rank_state``), rank 0's at the top level as in a single-process checkpoint."""
+    states and image pools (``rank_state``), rank 0's at the top level as in a single-process checkpoint;
+    ``train_seconds`` is the run's wall time so far, over all its sessions, so a resumed run reports the whole."""
     return {
         "config": config,
         "step": step,
+        "train_seconds": train_seconds,
         "train_size": train_size,
         "world_size": len(ranks),
         "networks": {name: net.state_dict() for name, net in networks.items()},

@@ -122,7 +122,7 @@ class Run:
     metrics_log: runs.MetricsLog
     sample_batch: dict
     rng: dict | None  # this process's saved RNG states, set just before the loop (resume only)
-    started: float
+    started: float  # time.time() minus the seconds earlier sessions of this run trained (a resumed run's clock goes on)
     saved_step: int | None = None  # step of last.ckpt (a second save at the same step replaces it, keeping the older ones)
 
 
@@ -214,6 +214,7 @@ def setup(cfg: Config, run_dir: Path, resume: bool, quiet: bool) -> Run:
         )
         selection.load(state["selection"])
         step = int(state["step"])
+        started -= float(state.get("train_seconds", 0.0))  # checkpoints before 2026-12-05 did not keep it
         say(accelerator, f"resumed {run_dir} at step {step}")
     accelerator.init_trackers("tb", config=runs.flat_config(cfg))
     metrics_log.truncate_after(step)
@@ -386,6 +387,7 @@ def save(run: Run, step: int, best: bool = False) -> None:
         state = run_state(
             to_dict(run.cfg), step, run.train_size, {name: acc.unwrap_model(net, keep_torch_compile=False) for name, net in loop.nets.named().items()},
             loop.optimizers.named(), acc.scaler.state_dict() if acc.scaler is not None else None, ranks, run.selector.selection.state(),
+            train_seconds=time.time() - run.started,
         )
         if best:
             save_checkpoint(runs.best_checkpoint(run.run_dir), state)
@@ -426,7 +428,9 @@ def finish(run: Run, step: int) -> None:
     if acc.is_main_process:
         write_deliverables(run.run_dir, cfg, step, acc.unwrap_model(nets.deliverable, keep_torch_compile=False), unwrap_or_none(acc, nets.teacher),
                            run.selector.student_record(), run.selector.selection.teacher_best_step is not None)
-        say(acc, f"trained {step} steps in {time.time() - run.started:.0f}s; run directory: {run.run_dir}")
+        seconds = time.time() - run.started
+        run.metrics_log.write({"step": step, "train_seconds": seconds})  # the whole run's, over every session (quality.py reads it)
+        say(acc, f"trained {step} steps in {seconds:.0f}s; run directory: {run.run_dir}")
         if cfg.eval.final:
             metrics = evaluate_run(run.run_dir, split=cfg.data.test_split, quiet=run.quiet, device=acc.device)
             say(acc, format_table(metrics))
