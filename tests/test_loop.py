@@ -109,7 +109,7 @@ def test_checkpoint_holds_world_size_every_rank_and_the_loss_scaler(tmp_path):
     pools = {"a": ImagePool(2, 1), "b": ImagePool(2, 2)}
     pools["b"].query(torch.ones(1, 1, 4, 4))
     ranks = [rank_state(pools), rank_state({"a": ImagePool(2, 3), "b": ImagePool(2, 4)})]
-    state = run_state({}, 7, 10, {"net": net}, {"opt": opt}, scaler.state_dict(), ranks, {})
+    state = run_state({}, 7, 10, {"net": net}, {"opt": opt}, scaler.state_dict(), ranks, {}, 0.0)
     assert state["world_size"] == 2 and len(state["other_ranks"]) == 1
     assert state["pools"]["b"]["images"].shape == (1, 1, 4, 4) and state["other_ranks"][0]["pools"]["b"]["images"].numel() == 0
 
@@ -144,7 +144,7 @@ def test_fp16_loss_scaler_state_survives_a_checkpoint_file_and_continues_the_sam
     scaler = torch.amp.GradScaler("cpu", init_scale=1024.0, growth_interval=3)
     scaled_steps(net, opt, scaler, [1.0, float("inf"), 1.0, 1.0])  # backoff to 512, then two good steps towards growth
     assert scaler.state_dict()["scale"] == 512.0 and scaler.state_dict()["_growth_tracker"] == 2
-    save_rotating(tmp_path, run_state({}, 4, 10, {"net": net}, {"opt": opt}, scaler.state_dict(), [rank_state({})], {}), keep=1)
+    save_rotating(tmp_path, run_state({}, 4, 10, {"net": net}, {"opt": opt}, scaler.state_dict(), [rank_state({})], {}, 0.0), keep=1)
     _, state = load_newest(tmp_path)
 
     net2 = torch.nn.Linear(2, 2)

@@ -138,7 +138,7 @@ def run_state(
     scaler: dict | None,
     ranks: list[dict],
     selection: dict,
-    train_seconds: float = 0.0,
+    train_seconds: float,
 ) -> dict:
     """Everything needed to continue exactly. ``networks`` are bare modules; ``ranks`` holds each process's RNG
     states and image pools (``rank_state``), rank 0's at the top level as in a single-process checkpoint;
