@@ -14,7 +14,11 @@ import torch
 
 from dcdgan.checkpoint import atomic_write, keep_copy, load_checkpoint, save_checkpoint, save_rotating
 from dcdgan.errors import UserError
+from dcdgan.nets import GeneratorSpec, build_generator
 from dcdgan.runs import MetricsLog
+from dcdgan.weights import save_generator
+
+SPEC = GeneratorSpec("mobile_resnet_9blocks", ngf=4, input_nc=1, output_nc=1)
 
 
 def test_failed_write_keeps_the_previous_file(tmp_path):
@@ -42,10 +46,14 @@ def test_written_files_get_the_permissions_of_any_new_file(tmp_path, umask):
         save_rotating(tmp_path / "checkpoints", {"step": 1}, keep=2)
         save_rotating(tmp_path / "checkpoints", {"step": 2}, keep=2)  # the previous last.ckpt becomes last.1.ckpt
         keep_copy(tmp_path / "a.ckpt", tmp_path / "b.ckpt")
+        # the deliverable: safetensors' save_file replaces the temporary file with one of mode 0600 (found on
+        # 2026-12-05: every student.safetensors was readable by its owner alone)
+        save_generator(tmp_path / "student.safetensors", build_generator(SPEC), SPEC, {})
     finally:
         os.umask(previous)
-    files = [tmp_path / "page.html", tmp_path / "a.ckpt", tmp_path / "b.ckpt", *sorted((tmp_path / "checkpoints").iterdir())]
-    assert [f.name for f in files[3:]] == ["last.1.ckpt", "last.ckpt"]
+    files = [tmp_path / "page.html", tmp_path / "a.ckpt", tmp_path / "b.ckpt", tmp_path / "student.safetensors", tmp_path / "student.json",
+             *sorted((tmp_path / "checkpoints").iterdir())]
+    assert [f.name for f in files[5:]] == ["last.1.ckpt", "last.ckpt"]
     assert {f.name: oct(f.stat().st_mode & 0o777) for f in files} == {f.name: oct(0o666 & ~umask) for f in files}
     assert not list(tmp_path.rglob("*.tmp"))
 

@@ -38,8 +38,10 @@ def atomic_write(path: Path, write: Any) -> None:
     """Call ``write(tmp_path)`` then move the file into place, so ``path`` is never half-written."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_file(path.parent, path.name)
+    mode = os.stat(tmp).st_mode & 0o777  # what any new file gets here (the umask's)
     try:
         write(Path(tmp))
+        os.chmod(tmp, mode)  # a writer that replaces the file keeps its own mode (safetensors' save_file: 0600)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
