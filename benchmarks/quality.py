@@ -19,7 +19,10 @@ train+test target images (the CycleGAN papers' protocol, labelled as such). The 
 seeds, with params, MACs and the training wall time of each run.
 
 Resumable: a finished run leaves ``result.json`` and is never redone; a run killed during training continues
-from its last checkpoint (``dcdgan distill --resume``); a trained but unscored run is only scored.
+from its last checkpoint (``dcdgan distill --resume``); a trained but unscored run is only scored. A run whose
+committed result (below) exists is not redone either, even where its run folder is gone (another machine): delete
+that JSON to redo it. The one exception is the ``--frozen-teacher`` teacher while a student still has to train
+from it and its weights are not on this machine: it trains again, and its new result replaces the committed one.
 
     python benchmarks/quality.py quickstart --seeds 3 --budget 300
     python benchmarks/quality.py horse2zebra_128 --seeds 1 --budget 400 data.root=data/horse2zebra-128 data.crop_size=64
@@ -215,9 +218,20 @@ class Bench:
             lines.append(f"{method} seed {seed}: step {step} of {self.budget(method)}")
         return lines
 
-    def result(self, method: str, seed: int) -> dict | None:
-        """The finished result of one run, training and scoring it first when needed (None: another process has it)."""
+    def finished(self, method: str, seed: int) -> bool:
+        """Whether the run has a scored result, here (its run folder) or committed (--results-dir)."""
+        return (self.run_dir(method, seed) / "result.json").is_file() or self.results_file(method, seed).is_file()
+
+    def result(self, method: str, seed: int, need_weights: bool = False) -> dict | None:
+        """The finished result of one run, training and scoring it first when needed (None: another process has it).
+
+        ``need_weights``: a committed result alone does not do, the run's generator must be on this machine.
+        """
         done = self.run_dir(method, seed) / "result.json"
+        committed = self.results_file(method, seed)
+        if not done.is_file() and committed.is_file() and not need_weights:
+            print(f"{method} seed {seed}: finished elsewhere, its result is {committed} (delete it to redo the run)", flush=True)
+            return json.loads(committed.read_text())
         if done.is_file():
             out = json.loads(done.read_text())
             out["val_curve"] = out.get("val_curve") or val_curve(self.run_dir(method, seed))  # results from before the curves
@@ -421,9 +435,9 @@ def main() -> None:
     errors: list[str] = []
     busy: list[tuple[str, int]] = []
 
-    def work(unit: tuple[str, int]) -> None:
+    def work(unit: tuple[str, int], need_weights: bool = False) -> None:
         try:
-            r = bench.result(*unit)
+            r = bench.result(*unit, need_weights=need_weights)
         except RuntimeError as err:
             errors.append(str(err))
             print(f"FAILED {unit}: {err}", flush=True)
@@ -440,10 +454,11 @@ def main() -> None:
               f"(step {r['selected_step']}, {r['selected']})  [{time.time() - started:.0f}s]", flush=True)
 
     if args.frozen_teacher:  # the teacher exists before any student reads it
-        if "teacher" in methods:
-            work(("teacher", 0))
         units = [u for u in units if u[0] != "teacher"]
-        if not bench.frozen_teacher().is_file():
+        to_train = [u for u in units if not bench.finished(*u)]  # the teacher's weights matter only to these
+        if "teacher" in methods:
+            work(("teacher", 0), need_weights=bool(to_train) and not bench.frozen_teacher().is_file())
+        if to_train and not bench.frozen_teacher().is_file():
             sys.exit(f"--frozen-teacher: {bench.frozen_teacher()} does not exist yet; add teacher to --methods to train it first")
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         list(pool.map(work, units))

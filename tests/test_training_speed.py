@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -137,6 +138,32 @@ def test_quality_benchmark_trains_scores_commits_and_rebuilds_its_table(tmp_path
     for row in table.splitlines()[2:]:
         assert row in rebuilt.stdout
     assert "no result (unfinished or not run): dcd seed 0" in rebuilt.stdout
+
+    # another machine: the run folders are gone, the committed results are not. Nothing is redone...
+    shutil.rmtree(runs)
+    again = subprocess.run([*common, *overrides], capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
+    assert again.stdout.count("finished elsewhere") == 2 and not any((runs / "quickstart").iterdir())  # no run folder made
+    for row in table.splitlines()[2:]:
+        assert row in again.stdout
+    # ...except a frozen teacher that a student still has to read: it trains again (its weights are not here), its
+    # new result replaces the committed one, and the committed student trained alone is still not redone
+    committed_teacher = results / "quickstart" / "b2" / "teacher_seed0.json"
+    committed_teacher.write_text(committed_teacher.read_text().replace('"method": "teacher"', '"method": "teacher", "stale": true'))
+    frozen = subprocess.run([*common, "--methods", "teacher,none,dcd", "--frozen-teacher", *overrides], capture_output=True,
+                            text=True, timeout=600, cwd=tmp_path)
+    assert frozen.returncode == 0, frozen.stdout[-2000:] + frozen.stderr[-2000:]
+    assert "none seed 0: finished elsewhere" in frozen.stdout and "teacher seed 0: finished elsewhere" not in frozen.stdout
+    assert (runs / "quickstart" / "b2" / "teacher" / "seed0" / "student.safetensors").is_file()
+    assert not (runs / "quickstart" / "b2" / "none").exists()
+    assert "stale" not in json.loads(committed_teacher.read_text())
+    assert json.loads((results / "quickstart" / "b2" / "dcd_seed0.json").read_text())["method"] == "dcd"
+    # with every student committed, the missing teacher weights stop nothing: the table is printed
+    shutil.rmtree(runs)
+    table_again = subprocess.run([*common, "--methods", "teacher,none,dcd", "--frozen-teacher", *overrides], capture_output=True,
+                                 text=True, timeout=600, cwd=tmp_path)
+    assert table_again.returncode == 0, table_again.stdout[-2000:] + table_again.stderr[-2000:]
+    assert table_again.stdout.count("finished elsewhere") == 3 and "| dcd | 0 |" in table_again.stdout
 
 
 def test_cpu_runs_use_fused_adam_which_updates_as_the_for_loop_kernel_does():
