@@ -22,7 +22,9 @@ Resumable: a finished run leaves ``result.json`` and is never redone; a run kill
 from its last checkpoint (``dcdgan distill --resume``); a trained but unscored run is only scored. A run whose
 committed result (below) exists is not redone either, even where its run folder is gone (another machine): delete
 that JSON to redo it. The one exception is the ``--frozen-teacher`` teacher while a student still has to train
-from it and its weights are not on this machine: it trains again, and its new result replaces the committed one.
+from it and its weights are not on this machine: it trains again, and its new result replaces the committed one,
+but only while no committed student was distilled from it (a teacher trained again differs, so the command stops
+and says so rather than mix two teachers' students in one table).
 
     python benchmarks/quality.py quickstart --seeds 3 --budget 300
     python benchmarks/quality.py horse2zebra_128 --seeds 1 --budget 400 data.root=data/horse2zebra-128 data.crop_size=64
@@ -455,7 +457,15 @@ def main() -> None:
 
     if args.frozen_teacher:  # the teacher exists before any student reads it
         units = [u for u in units if u[0] != "teacher"]
-        to_train = [u for u in units if not bench.finished(*u)]  # the teacher's weights matter only to these
+        readers = [u for u in units if u[0] != "none"]  # the students distilled from the teacher
+        to_train = [u for u in readers if not bench.finished(*u)]  # the teacher's weights matter only to these
+        distilled = [f"{m} seed {s}" for m, s in readers if bench.finished(m, s)]
+        if to_train and distilled and not bench.frozen_teacher().is_file():
+            # trained again, the teacher would differ (float order differs across CPUs and GPUs): the table would mix
+            # students of two teachers
+            sys.exit(f"--frozen-teacher: {bench.frozen_teacher()} is not on this machine, and {', '.join(distilled)} "
+                     f"were distilled from it; put it back, or move their results out of {bench.results_file('teacher', 0).parent.parent} "
+                     "(another --name) to start the table again from a new teacher")
         if "teacher" in methods:
             work(("teacher", 0), need_weights=bool(to_train) and not bench.frozen_teacher().is_file())
         if to_train and not bench.frozen_teacher().is_file():

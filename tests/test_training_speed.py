@@ -164,6 +164,14 @@ def test_quality_benchmark_trains_scores_commits_and_rebuilds_its_table(tmp_path
                                  text=True, timeout=600, cwd=tmp_path)
     assert table_again.returncode == 0, table_again.stdout[-2000:] + table_again.stderr[-2000:]
     assert table_again.stdout.count("finished elsewhere") == 3 and "| dcd | 0 |" in table_again.stdout
+    # but a new seed would be distilled from a teacher trained again, which differs from the one dcd seed 0 had:
+    # the command stops before training anything, naming the missing weights and the students that read them
+    shutil.rmtree(runs)
+    more = subprocess.run([*common[:4], "2", *common[5:], "--methods", "teacher,none,dcd", "--frozen-teacher", *overrides],
+                          capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert more.returncode != 0
+    assert "teacher/seed0/student.safetensors is not on this machine, and dcd seed 0 were distilled from it" in more.stderr
+    assert not any((runs / "quickstart").iterdir())
 
 
 def test_cpu_runs_use_fused_adam_which_updates_as_the_for_loop_kernel_does():
