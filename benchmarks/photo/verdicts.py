@@ -1,0 +1,92 @@
+"""Issue 20's two pre-registered criteria, applied to the committed results (benchmarks/results/).
+
+The criteria were written in RESULTS.md before the runs they judge had finished; this script applies them as
+written, so the verdict is not a reading of the table by hand:
+
+- Part 4 ("Part 4: the default objective", written 13:30 UTC): on (c), `dcd_own` confirms the decision taken on (d)
+  and (a) if its mean test FID **and** mean KID over the 3 seeds are below `dcd`'s, with a lower FID in at least 2 of
+  the 3 seeds. It is "not confirmed" if it loses on both means; anything else (one mean each way, a win in 1 seed of
+  3 with both means lower) is a tie.
+- bf16 ("Third speed session", written 15:40 UTC): bf16 becomes the default on CPUs with native bf16 only if, for
+  both `none` and `dcd_own` on (c), bf16's mean FID and mean KID are each no worse than fp32's by more than fp32's
+  standard deviation over the 3 seeds (n-1, as the tables).
+
+    python benchmarks/photo/verdicts.py [--results benchmarks/results]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+
+SEEDS = (0, 1, 2)
+
+
+def load(results: Path, name: str, method: str, budget: int = 3000) -> list[dict] | None:
+    """The 3 seeds' results of one method, or None while any is missing."""
+    files = [results / name / f"b{budget}" / f"{method}_seed{s}.json" for s in SEEDS]
+    if not all(f.is_file() for f in files):
+        return None
+    return [json.loads(f.read_text()) for f in files]
+
+
+def objective_verdict(own: list[dict], ref: list[dict]) -> tuple[str, str]:
+    """Part 4 on (c): ('confirmed' | 'not confirmed' | 'tie', the numbers behind it)."""
+    fid_own, fid_ref = [r["fid"] for r in own], [r["fid"] for r in ref]
+    kid_own, kid_ref = [r["kid_mean"] * 1e3 for r in own], [r["kid_mean"] * 1e3 for r in ref]
+    fid_lower = statistics.mean(fid_own) < statistics.mean(fid_ref)
+    kid_lower = statistics.mean(kid_own) < statistics.mean(kid_ref)
+    seeds_won = sum(a < b for a, b in zip(fid_own, fid_ref))
+    if fid_lower and kid_lower and seeds_won >= 2:
+        verdict = "confirmed"
+    elif not fid_lower and not kid_lower:
+        verdict = "not confirmed"
+    else:
+        verdict = "tie"
+    why = (f"mean FID {statistics.mean(fid_own):.2f} vs {statistics.mean(fid_ref):.2f}, mean KID x1e3 "
+           f"{statistics.mean(kid_own):.2f} vs {statistics.mean(kid_ref):.2f}, lower FID in {seeds_won} of {len(SEEDS)} seeds")
+    return verdict, why
+
+
+def precision_verdict(bf16: list[dict], fp32: list[dict]) -> tuple[bool, str]:
+    """The bf16 criterion for one method: (passes, the numbers behind it)."""
+    parts, ok = [], True
+    for key, scale, label in (("fid", 1.0, "FID"), ("kid_mean", 1e3, "KID x1e3")):
+        low, full = [r[key] * scale for r in bf16], [r[key] * scale for r in fp32]
+        worse, allowed = statistics.mean(low) - statistics.mean(full), statistics.stdev(full)
+        ok &= worse <= allowed
+        parts.append(f"{label} bf16 - fp32 = {worse:+.2f} (allowed +{allowed:.2f})")
+    return ok, ", ".join(parts)
+
+
+def main() -> None:
+    """Print both verdicts, or what each still waits for."""
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--results", type=Path, default=Path(__file__).resolve().parents[1] / "results")
+    args = ap.parse_args()
+
+    own, ref = load(args.results, "horse2zebra_64", "dcd_own"), load(args.results, "horse2zebra_64", "dcd")
+    if own is None or ref is None:
+        print("part 4 on (c): pending (dcd and dcd_own need seeds 0-2 under horse2zebra_64/b3000)")
+    else:
+        verdict, why = objective_verdict(own, ref)
+        print(f"part 4 on (c): {verdict}: dcd_own vs dcd, {why}")
+
+    passes = []
+    for method in ("none", "dcd_own"):
+        low, full = load(args.results, "horse2zebra_64_bf16", method), load(args.results, "horse2zebra_64", method)
+        if low is None or full is None:
+            print(f"bf16, {method}: pending (seeds 0-2 in fp32 and bf16)")
+            passes.append(None)
+            continue
+        ok, why = precision_verdict(low, full)
+        print(f"bf16, {method}: {'passes' if ok else 'fails'}: {why}")
+        passes.append(ok)
+    overall = "pending" if None in passes else ("bf16 becomes the default on native-bf16 CPUs" if all(passes)
+                                                  else "the default stays train.mixed_precision=no")
+    print(f"bf16 default: {overall}")
+
+
+if __name__ == "__main__":
+    main()
