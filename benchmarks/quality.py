@@ -5,9 +5,12 @@ the real ``dcdgan distill`` command (one run directory per (task, method, seed))
 
 - ``teacher``: the teacher generator trained alone with the task's losses (method=none at the teacher's size);
 - ``none``:    the student trained alone with the task's losses (the no-distillation baseline);
-- ``omgd``:    the student distilled with the VGG style/feature losses;
+- ``omgd``:    the student distilled with the recipe's student objective, without the DCD loss (the reference's:
+  VGG style/feature losses; a recipe whose student has a discriminator of its own, as the paper recipes and the
+  quickstart, keeps it: ``distill.student_gan_weight=0`` on the command line gives the paper's objective);
 - ``dcd``:     omgd + the DCD loss;
-- ``dcd_gan``: dcd + a direct adversarial term on the student (``distill.student_gan_weight``);
+- ``dcd_gan``: dcd + a direct adversarial term on the student through the teacher's discriminator
+  (``distill.student_gan_weight``, ``distill.student_gan_disc=teacher``);
 - ``dcd_own``: dcd + that term read by a discriminator of the student's own, trained on the student's outputs
   (``distill.student_gan_disc=own``); ``omgd_own``: the same without the DCD loss. Not in the default
   ``--methods``: the issue's five are.
@@ -73,7 +76,7 @@ def method_overrides(method: str, cfg: Config, gan_weight: float) -> list[str]:
     if method == "teacher":  # the task networks alone, at the teacher's size
         return ["distill.method=none", f"model.student_netG={m.teacher_netG}", f"model.student_ngf={m.teacher_ngf}"]
     if method == "dcd_gan":
-        return ["distill.method=dcd", f"distill.student_gan_weight={gan_weight}"]
+        return ["distill.method=dcd", f"distill.student_gan_weight={gan_weight}", "distill.student_gan_disc=teacher"]
     if method in ("omgd_own", "dcd_own"):
         return [f"distill.method={method.removesuffix('_own')}", f"distill.student_gan_weight={gan_weight}", "distill.student_gan_disc=own"]
     return [f"distill.method={method}"]
