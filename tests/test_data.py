@@ -80,6 +80,13 @@ def test_unpaired_layout_and_direction(tmp_path):
     assert item["A"].shape == (3, 8, 8) and item["B"].shape == (3, 8, 8) and item["name"] == "a1.png"
     back = DataRoot(DataConfig(root=str(tmp_path), mode="unpaired", direction="BtoA", load_size=8, crop_size=8, val_split="test"))
     assert back.eval_inputs("train")[0]["name"] == "b0.png"
+    # the burst schedule's student epochs: one pass over the 3 A images, alone or each with a random B image
+    alone, with_b = DataRoot(cfg).train_inputs(), DataRoot(cfg).train_inputs(with_targets=True)
+    assert len(alone) == len(with_b) == 3 and set(alone[(2, 7)]) == {"A", "name"}
+    item = with_b[(2, 7)]
+    assert item["name"] == "a2.png" and item["B"].shape == (3, 8, 8)
+    assert torch.equal(item["B"], with_b[(2, 7)]["B"])  # the B draw is the item's seed's, so a resumed run sees it again
+    assert len({with_b[(0, seed)]["B"][0, 0, 0].item() for seed in range(20)}) > 1  # and random over seeds
 
 
 def test_channel_conversion():

@@ -65,6 +65,27 @@ def test_resume_inside_a_student_burst_is_exact(tmp_path, offline):
         assert all(torch.equal(v, b["networks"][net][k]) for k, v in state.items()), net
 
 
+def test_burst_student_epochs_train_the_students_own_discriminator_on_b_images_and_resume_exactly(tmp_path, offline):
+    # CycleGAN's burst schedule with a discriminator of the student's own: its student epochs read a B image beside
+    # each A image, the own discriminator trains there only (not in the teacher's epochs), and a run stopped inside
+    # the burst continues exactly (the B draws are seeded per item, as every other draw)
+    own = ["distill.schedule=burst", "distill.burst_every=1", "data.max_train_images=6", "train.batch_size=2",
+           "distill.student_gan_weight=1", "distill.student_gan_disc=own"]
+    straight = distill(tmp_path / "straight", "quickstart_unpaired", *own, "train.max_steps=6")
+    rows = train_records(straight)
+    assert [r["phase"] for r in rows] == ["task"] * 3 + ["student"] * 3  # 6 A images / batch 2: 3 steps per epoch
+    assert all("D_S" not in r and "S_gan" not in r for r in rows[:3])
+    assert all({"D_S", "S_gan"} <= set(r) for r in rows[3:])
+    state = load_checkpoint(straight / "checkpoints" / "last.ckpt")
+    assert "student_disc" in state["networks"] and "student_disc" in state["optimizers"]
+    first = distill(tmp_path / "resumed", "quickstart_unpaired", *own, "train.max_steps=4")
+    assert main(["distill", "--resume", str(first), "train.max_steps=6", "--quiet"]) == 0
+    assert train_records(first) == rows
+    resumed = load_checkpoint(first / "checkpoints" / "last.ckpt")
+    for net, weights in state["networks"].items():
+        assert all(torch.equal(v, resumed["networks"][net][k]) for k, v in weights.items()), net
+
+
 def test_pretrained_cyclegan_teacher(tmp_path, offline):
     source = distill(tmp_path / "source", "quickstart_unpaired", "train.max_steps=1")
     run = distill(tmp_path / "run", "quickstart_unpaired", "train.max_steps=2", f"model.teacher_weights={source / 'teacher.safetensors'}")

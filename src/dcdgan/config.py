@@ -515,8 +515,6 @@ def validate(cfg: Config) -> None:
         raise UserError(f"task {task.name} translates both ways, so data.input_nc must equal data.output_nc")
     if dist.lambda_target > 0 and (d.mode != "paired" or burst_plan(cfg.model, cfg.distill)):
         raise UserError("distill.lambda_target needs paired data (data.mode=paired) and the interleaved schedule: without them the student sees no target")
-    if student_owns_disc(cfg.distill) and burst_plan(cfg.model, cfg.distill):
-        raise UserError("distill.student_gan_disc=own trains a discriminator on the student's outputs and real B images: it needs the interleaved schedule (the burst schedule's student epochs read A images only)")
     if cfg.model.teacher_disc_weights and not pretrained_teacher(cfg.model, cfg.distill):
         raise UserError("model.teacher_disc_weights is the discriminator of a pretrained teacher: set model.teacher_weights too (and a method other than none)")
     if dist.schedule == "burst" and not task.burst_schedule:

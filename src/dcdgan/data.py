@@ -296,14 +296,18 @@ class PairedDataset(Dataset):
 
 
 class UnpairedDataset(Dataset):
-    """CycleGAN 'unaligned': item i gives A[i mod |A|] and a random B (sequential B when not training)."""
+    """CycleGAN 'unaligned': item i gives A[i mod |A|] and a random B (sequential B when not training).
 
-    def __init__(self, a: ImageSource, b: ImageSource, transform: Transform, input_nc: int, output_nc: int):
+    One pass is max(|A|, |B|) items, as CycleGAN's; ``size`` sets another (|A|: one pass over the A images).
+    """
+
+    def __init__(self, a: ImageSource, b: ImageSource, transform: Transform, input_nc: int, output_nc: int, size: int | None = None):
         self.a, self.b, self.transform = a, b, transform
         self.input_nc, self.output_nc = input_nc, output_nc
+        self.size = size
 
     def __len__(self) -> int:
-        return max(len(self.a), len(self.b))
+        return self.size if self.size is not None else max(len(self.a), len(self.b))
 
     def __getitem__(self, item) -> dict:
         index, rng = _unpack(item)
@@ -490,9 +494,15 @@ class DataRoot:
             return PairedDataset(data.pairs, self.transform(train), c.input_nc, c.output_nc)
         return UnpairedDataset(data.a, data.b, self.transform(train), c.input_nc, c.output_nc)
 
-    def train_inputs(self) -> Dataset:
-        """Training A images alone (the CycleGAN student's burst epochs run over these)."""
-        return SingleDataset(self.split(self.cfg.train_split).inputs, self.transform(True), self.cfg.input_nc)
+    def train_inputs(self, with_targets: bool = False) -> Dataset:
+        """Training A images (the CycleGAN student's burst epochs run over these), one pass over them; with
+        ``with_targets`` each comes with a B image (a random one when unpaired) for the student's own discriminator."""
+        data = self.split(self.cfg.train_split)
+        if not with_targets:
+            return SingleDataset(data.inputs, self.transform(True), self.cfg.input_nc)
+        if data.pairs is not None:
+            return self._dataset(data, train=True)
+        return UnpairedDataset(data.a, data.b, self.transform(True), self.cfg.input_nc, self.cfg.output_nc, size=len(data.a))
 
     def eval_dataset(self, name: str) -> Dataset:
         """A split without augmentation: pairs when paired, sequential A/B when unpaired."""

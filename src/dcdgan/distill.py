@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from dcdgan import runs
 from dcdgan.assembly import Networks, build_networks, cyclegan_name_notices, dcd_taps, uses_dcd
 from dcdgan.checkpoint import load_checkpoint, rank_state, restore_run, run_state, save_checkpoint, save_rotating, set_rng_state
-from dcdgan.config import Config, DataConfig, TrainConfig, burst_plan, ignored_settings, pretrained_teacher, to_dict
+from dcdgan.config import Config, DataConfig, TrainConfig, burst_plan, ignored_settings, pretrained_teacher, student_owns_disc, to_dict
 from dcdgan.data import DataRoot, EpochSampler
 from dcdgan.deliverables import write_deliverables
 from dcdgan.errors import UserError
@@ -165,7 +165,7 @@ def setup(cfg: Config, run_dir: Path, resume: bool, quiet: bool) -> Run:
     # ---- data
     data = DataRoot(cfg.data, exclude=bad_images)
     train_set = data.train_dataset()
-    student_set = data.train_inputs() if burst_plan(cfg.model, cfg.distill) else None
+    student_set = data.train_inputs(with_targets=student_owns_disc(cfg.distill)) if burst_plan(cfg.model, cfg.distill) else None
     plan = build_plan(cfg, len(train_set), len(student_set) if student_set is not None else 0, accelerator.num_processes)
 
     # ---- networks, objectives, optimizers

@@ -148,11 +148,12 @@ def task_step(up: Updater, nets: Networks, opts: Optimizers, task: TaskObjective
 
 
 def burst_student_step(up: Updater, nets: Networks, opts: Optimizers, student: StudentObjective, batch: dict) -> Losses:
-    """Student update against the frozen teacher snapshot and the latest discriminator (burst schedule)."""
+    """Student update against the frozen teacher snapshot and the latest discriminator (burst schedule); with a
+    discriminator of the student's own, the batch carries B images for it (``DataRoot.train_inputs``)."""
     real_a = batch["A"]
     taps = student.taps.teacher if student.taps else ()
     fake_b, feats = generate(up, nets.snapshot, real_a, taps, grad=False)
-    return student_update(up, nets, opts.student, student, real_a, None, fake_b, feats)  # student epochs read A images only
+    return student_update(up, nets, opts.student, student, real_a, batch.get("B"), fake_b, feats, opts.student_disc)
 
 
 # ---------------------------------------------------------------- updates
