@@ -365,3 +365,52 @@ def test_recipe_with_a_frozen_teacher(recipe, release, paired_photos, tmp_path, 
     assert set(delivered) == set(teacher) and all(torch.equal(delivered[k], v) for k, v in teacher.items())
     # the student did train, from its own initialisation, beside the frozen teacher
     assert {"student", "projector", "disc_b"} <= set(state["networks"]) and "student" in state["optimizers"]
+
+
+# ---------------------------------------------------------------- task (e): a held-out Fashion-MNIST class
+
+
+def write_idx(path: Path, array: np.ndarray) -> None:
+    """An IDX file (MNIST's container: 2 zero bytes, the type 0x08 = uint8, the rank, big-endian sizes), gzipped."""
+    import gzip
+
+    header = bytes([0, 0, 8, array.ndim]) + b"".join(int(n).to_bytes(4, "big") for n in array.shape)
+    with gzip.open(path, "wb") as f:
+        f.write(header + array.astype(np.uint8).tobytes())
+
+
+def test_fashion_paired_build_writes_one_class_in_disjoint_splits(tmp_path):
+    src = tmp_path / "fashion"
+    src.mkdir()
+    # training file: labels 8 and 3 interleaved, 10 of each; t10k: 4 of class 8 after 2 of class 3. Each image is
+    # a filled box whose brightness encodes its file position, so the test can tell which images went where.
+
+    def images(n):
+        x = np.zeros((n, 28, 28), np.uint8)
+        for i in range(n):
+            x[i, 6:22, 6:22] = 40 + 5 * i
+        return x
+    write_idx(src / "train-images-idx3-ubyte.gz", images(20))
+    write_idx(src / "train-labels-idx1-ubyte.gz", np.array([8, 3] * 10))
+    write_idx(src / "t10k-images-idx3-ubyte.gz", images(6))
+    write_idx(src / "t10k-labels-idx1-ubyte.gz", np.array([3, 3, 8, 8, 8, 8]))
+    out = tmp_path / "bag"
+    done = subprocess.run([sys.executable, str(REPO / "scripts" / "build_fashion_paired.py"), str(out), "--classes", "8",
+                           "--src", str(src), "--train", "6", "--val", "2", "--test", "3"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"wrote {out}: train 6 pairs, val 2 pairs, test 3 pairs"
+    position = {}
+    for split, n in (("train", 6), ("val", 2), ("test", 3)):
+        a, b = sorted((out / split / "A").iterdir()), sorted((out / split / "B").iterdir())
+        assert [p.name for p in a] == [p.name for p in b] == [f"{i:05d}.png" for i in range(n)]  # pairs matched by name
+        for pa, pb in zip(a, b):
+            edge, photo_ = np.asarray(Image.open(pa)), np.asarray(Image.open(pb))
+            assert edge.shape == photo_.shape == (28, 28) and Image.open(pa).mode == "L"
+            assert set(np.unique(edge)) == {0, 255} and (edge[14, 14] == 255) and (edge[6, 14] == 0)  # black lines on white
+            position.setdefault(split, []).append((int(photo_[14, 14]) - 40) // 5)
+    # class 8 sits at the even positions of the training file: train takes its first 6, val the next 2; test t10k's 8s
+    assert position == {"train": [0, 2, 4, 6, 8, 10], "val": [12, 14], "test": [2, 3, 4]}
+    too_many = subprocess.run([sys.executable, str(REPO / "scripts" / "build_fashion_paired.py"), str(tmp_path / "x"),
+                               "--classes", "8", "--src", str(src), "--train", "9", "--val", "2", "--test", "3"],
+                              capture_output=True, text=True)
+    assert too_many.returncode != 0 and "class 8: asked for 2 images from position 9, only 1 left" in too_many.stderr
