@@ -7,9 +7,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
-def write(results: Path, name: str, method: str, fids: list[float], kids: list[float]) -> None:
+def write(results: Path, name: str, method: str, fids: list[float], kids: list[float], budget: int = 3000) -> None:
     for seed, (fid, kid) in enumerate(zip(fids, kids)):
-        path = results / name / "b3000" / f"{method}_seed{seed}.json"
+        path = results / name / f"b{budget}" / f"{method}_seed{seed}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps({"method": method, "seed": seed, "fid": fid, "kid_mean": kid / 1e3}))
 
@@ -53,3 +53,22 @@ def test_bf16_may_be_worse_by_at_most_one_fp32_std(tmp_path):
     lines = verdicts(tmp_path)
     assert any(line.startswith("bf16, dcd_own: fails:") for line in lines)
     assert lines[-1] == "bf16 default: the default stays train.mixed_precision=no"
+
+
+def test_quickstart_objective_decided_on_d_then_confirmed_or_refuted_on_e(tmp_path):
+    def line(start: str) -> str:
+        return next(x for x in verdicts(tmp_path) if x.startswith(start))
+
+    assert line("quickstart objective on (d)").endswith("pending (dcd_own seeds 0-2 of edges2photo_64_qsobj and edges2photo_64_teacher2)")
+    write(tmp_path, "edges2photo_64_teacher2", "dcd_own", [270, 280, 290], [200, 200, 200])  # PR: mean 280, std 10
+    write(tmp_path, "edges2photo_64_qsobj", "dcd_own", [280, 290, 300], [250, 250, 250])  # QS worse by exactly 10: kept
+    assert line("quickstart objective on (d)") == ("quickstart objective on (d): QS: mean FID QS 290.00, PR 280.00 "
+                                                   "(QS may be worse by up to 10.00)")
+    assert line("quickstart objective on (e)").startswith("quickstart objective on (e): pending")
+    write(tmp_path, "fashion_bag_qs", "dcd", [120, 130, 140], [80, 80, 80], budget=300)
+    write(tmp_path, "fashion_bag_pr", "dcd", [125, 125, 145], [90, 90, 90], budget=300)
+    assert line("quickstart objective on (e)") == ("quickstart objective on (e): confirmed: QS vs PR, mean FID 130.00 vs "
+                                                   "131.67, mean KID x1e3 80.00 vs 90.00, lower FID in 2 of 3 seeds")
+    write(tmp_path, "edges2photo_64_qsobj", "dcd_own", [281, 290, 300], [250, 250, 250])  # worse by 10.33: PR chosen
+    assert line("quickstart objective on (d)").startswith("quickstart objective on (d): PR:")
+    assert line("quickstart objective on (e)").startswith("quickstart objective on (e): refuted: PR vs QS,")

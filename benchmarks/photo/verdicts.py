@@ -10,6 +10,11 @@ written, so the verdict is not a reading of the table by hand:
 - bf16 ("Third speed session", written 15:40 UTC): bf16 becomes the default on CPUs with native bf16 only if, for
   both `none` and `dcd_own` on (c), bf16's mean FID and mean KID are each no worse than fp32's by more than fp32's
   standard deviation over the 3 seeds (n-1, as the tables).
+- The quickstart's objective ("Part 4 for the quickstart", written 18:35 UTC): QS (its own: L1 terms, own
+  discriminator, no VGG) stays if on (d), from the second (d) teacher, its mean FID is below PR's (the paper recipes':
+  VGG terms + own discriminator) or above it by no more than PR's std over seeds; otherwise PR. The choice is then
+  confirmed on task (e) (a held-out Fashion-MNIST class) by the rule of part 4 above, the other candidate in `dcd`'s
+  place; "refuted" where it loses both means.
 
     python benchmarks/photo/verdicts.py [--results benchmarks/results]
 """
@@ -32,7 +37,7 @@ def load(results: Path, name: str, method: str, budget: int = 3000) -> list[dict
 
 
 def objective_verdict(own: list[dict], ref: list[dict]) -> tuple[str, str]:
-    """Part 4 on (c): ('confirmed' | 'not confirmed' | 'tie', the numbers behind it)."""
+    """Whether ``own`` beats ``ref`` by part 4's rule: ('confirmed' | 'not confirmed' | 'tie', the numbers behind it)."""
     fid_own, fid_ref = [r["fid"] for r in own], [r["fid"] for r in ref]
     kid_own, kid_ref = [r["kid_mean"] * 1e3 for r in own], [r["kid_mean"] * 1e3 for r in ref]
     fid_lower = statistics.mean(fid_own) < statistics.mean(fid_ref)
@@ -47,6 +52,14 @@ def objective_verdict(own: list[dict], ref: list[dict]) -> tuple[str, str]:
     why = (f"mean FID {statistics.mean(fid_own):.2f} vs {statistics.mean(fid_ref):.2f}, mean KID x1e3 "
            f"{statistics.mean(kid_own):.2f} vs {statistics.mean(kid_ref):.2f}, lower FID in {seeds_won} of {len(SEEDS)} seeds")
     return verdict, why
+
+
+def quickstart_choice(qs: list[dict], pr: list[dict]) -> tuple[str, str]:
+    """The quickstart's objective decided on (d): ('QS' | 'PR', the numbers behind it)."""
+    fid_qs, fid_pr = statistics.mean(r["fid"] for r in qs), statistics.mean(r["fid"] for r in pr)
+    allowed = statistics.stdev(r["fid"] for r in pr)
+    choice = "QS" if fid_qs - fid_pr <= allowed else "PR"
+    return choice, f"mean FID QS {fid_qs:.2f}, PR {fid_pr:.2f} (QS may be worse by up to {allowed:.2f})"
 
 
 def precision_verdict(bf16: list[dict], fp32: list[dict]) -> tuple[bool, str]:
@@ -72,6 +85,21 @@ def main() -> None:
     else:
         verdict, why = objective_verdict(own, ref)
         print(f"part 4 on (c): {verdict}: dcd_own vs dcd, {why}")
+
+    qs, pr = load(args.results, "edges2photo_64_qsobj", "dcd_own"), load(args.results, "edges2photo_64_teacher2", "dcd_own")
+    if qs is None or pr is None:
+        print("quickstart objective on (d): pending (dcd_own seeds 0-2 of edges2photo_64_qsobj and edges2photo_64_teacher2)")
+    else:
+        choice, why = quickstart_choice(qs, pr)
+        print(f"quickstart objective on (d): {choice}: {why}")
+        on_e = {"QS": load(args.results, "fashion_bag_qs", "dcd", 300), "PR": load(args.results, "fashion_bag_pr", "dcd", 300)}
+        other = "PR" if choice == "QS" else "QS"
+        if on_e[choice] is None or on_e[other] is None:
+            print("quickstart objective on (e): pending (dcd seeds 0-2 of fashion_bag_qs and fashion_bag_pr, budget 300)")
+        else:
+            verdict, why = objective_verdict(on_e[choice], on_e[other])
+            verdict = {"not confirmed": "refuted"}.get(verdict, verdict)
+            print(f"quickstart objective on (e): {verdict}: {choice} vs {other}, {why}")
 
     passes = []
     for method in ("none", "dcd_own"):
