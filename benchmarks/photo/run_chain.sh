@@ -41,12 +41,21 @@ echo "== $(date -u +%T) (d) data and a second teacher (the first was lost with t
 q src-$CODE edges2photo_64 --seeds 1 --budget 8000 --methods teacher --val-points 8 --val-metric fid \
   --runs-dir $PHOTO/runs --name edges2photo_64_teacher2 --results-dir $RES data.root=$PHOTO/data/edges2photo-64 || exit 1
 bash $HERE/save_weights.sh edges2photo_64_teacher2/b8000/teacher/seed0/student.safetensors edges2photo_64_teacher2/b8000/teacher/seed0/result.json
-echo "== $(date -u +%T) (d) dcd_own and its matched control omgd_own, from the second teacher"
-q src-$CODE edges2photo_64 --seeds 3 --budget 3000 --teacher-budget 8000 --frozen-teacher --methods teacher,dcd_own,omgd_own \
-  --runs-dir $PHOTO/runs --name edges2photo_64_teacher2 --results-dir $RES data.root=$PHOTO/data/edges2photo-64 || exit 1
-echo "== $(date -u +%T) (d) the quickstart's objective as omgd_own / dcd_own, from the second teacher"
-q src-$CODE edges2photo_64 --seeds 3 --budget 3000 --methods omgd_own,dcd_own --name edges2photo_64_qsobj \
+# First the six dcd_own runs the quickstart's pre-registered decision reads (RESULTS, "Part 4 for the quickstart"),
+# then the omgd_own controls (does DCD add anything to the own discriminator?). Each run is its own folder, so the
+# order changes nothing in what a run computes.
+d2() { q src-$CODE edges2photo_64 --seeds 3 --budget 3000 --teacher-budget 8000 --frozen-teacher --methods teacher,$1 \
+  --runs-dir $PHOTO/runs --name edges2photo_64_teacher2 --results-dir $RES data.root=$PHOTO/data/edges2photo-64; }
+qs() { q src-$CODE edges2photo_64 --seeds 3 --budget 3000 --methods $1 --name edges2photo_64_qsobj \
   --runs-dir $PHOTO/runs --results-dir $RES data.root=$PHOTO/data/edges2photo-64 \
   distill.lambda_target=100 distill.lambda_pixel=100 distill.lambda_style=0 distill.lambda_feat=0 \
-  model.teacher_weights=$PHOTO/runs/edges2photo_64_teacher2/b8000/teacher/seed0/student.safetensors || exit 1
+  model.teacher_weights=$PHOTO/runs/edges2photo_64_teacher2/b8000/teacher/seed0/student.safetensors; }
+echo "== $(date -u +%T) (d) dcd_own from the second teacher, then the quickstart's objective as dcd_own"
+d2 dcd_own || exit 1
+qs dcd_own || exit 1
+$PY $REPO/benchmarks/photo/verdicts.py
+echo "== $(date -u +%T) (d) the matched controls: omgd_own, and the quickstart's objective as omgd_own"
+d2 dcd_own,omgd_own || exit 1
+qs omgd_own,dcd_own || exit 1
+$PY $REPO/benchmarks/photo/verdicts.py
 echo "== $(date -u +%T) done"
