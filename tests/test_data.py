@@ -89,6 +89,26 @@ def test_unpaired_layout_and_direction(tmp_path):
     assert len({with_b[(0, seed)]["B"][0, 0, 0].item() for seed in range(20)}) > 1  # and random over seeds
 
 
+def test_burst_student_inputs_use_the_training_augmentation_paired_and_unpaired(tmp_path):
+    # the student's burst epochs are training epochs: random crop and flip, drawn from the item's seed; with targets
+    # on paired data, A and B come as the pair (the same crop for both), one pass over the pairs
+    img = gradient(12, 12)
+    for i in range(3):
+        write(tmp_path / "p" / "train" / f"{i}.png", np.concatenate([img, img], 1))  # A == B
+        write(tmp_path / "u" / "trainA" / f"a{i}.png", img)
+    for i in range(5):
+        write(tmp_path / "u" / "trainB" / f"b{i}.png", img)
+    common = dict(load_size=12, crop_size=8, flip=True, val_split="train")
+    for mode in ("paired", "unpaired"):
+        root = DataRoot(DataConfig(root=str(tmp_path / mode[0]), mode=mode, **common))
+        for ds in (root.train_inputs(), root.train_inputs(with_targets=True)):
+            assert len(ds) == 3
+            crops = {tuple(ds[(0, seed)]["A"][:, 0, 0].tolist()) for seed in range(12)}
+            assert len(crops) > 3, (mode, type(ds).__name__)  # an eval transform would give one
+    pairs = DataRoot(DataConfig(root=str(tmp_path / "p"), mode="paired", **common)).train_inputs(with_targets=True)
+    assert all(torch.equal(pairs[(1, seed)]["A"], pairs[(1, seed)]["B"]) for seed in range(6))
+
+
 def test_channel_conversion():
     rgba = Image.fromarray(np.zeros((4, 4, 4), np.uint8), "RGBA")  # fully transparent
     assert to_mode(rgba, 3).getpixel((0, 0)) == (255, 255, 255)
