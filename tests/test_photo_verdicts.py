@@ -72,3 +72,25 @@ def test_quickstart_objective_decided_on_d_then_confirmed_or_refuted_on_e(tmp_pa
     write(tmp_path, "edges2photo_64_qsobj", "dcd_own", [281, 290, 300], [250, 250, 250])  # worse by 10.33: PR chosen
     assert line("quickstart objective on (d)").startswith("quickstart objective on (d): PR:")
     assert line("quickstart objective on (e)").startswith("quickstart objective on (e): refuted: PR vs QS,")
+
+
+def test_dcd_term_over_own_discriminator_is_dropped_only_where_it_costs_on_d_and_c(tmp_path):
+    def line(start: str) -> str:
+        return next(x for x in verdicts(tmp_path) if x.startswith(start))
+
+    assert line("paper recipes' DCD term") == "paper recipes' DCD term: pending"
+    write(tmp_path, "edges2photo_64_teacher2", "dcd_own", [270, 280, 290], [200, 200, 200])
+    write(tmp_path, "edges2photo_64_teacher2", "omgd_own", [265, 275, 295], [190, 190, 190])  # lower on both, 2 of 3
+    assert line("DCD over own D on (d) PR") == ("DCD over own D on (d) PR: costs: dcd_own vs omgd_own, mean FID 280.00 vs "
+                                                "278.33, mean KID x1e3 200.00 vs 190.00, lower FID in 1 of 3 seeds")
+    assert line("DCD over own D on (c)").startswith("DCD over own D on (c): pending")
+    assert line("paper recipes' DCD term") == "paper recipes' DCD term: pending"
+    write(tmp_path, "horse2zebra_64", "dcd_own", [270, 270, 270], [200, 200, 200])
+    write(tmp_path, "horse2zebra_64", "omgd_own", [260, 280, 280], [190, 190, 190])  # dcd_own: FID lower, KID higher: a tie
+    assert line("DCD over own D on (c)").startswith("DCD over own D on (c): no measurable difference:")
+    assert line("paper recipes' DCD term") == "paper recipes' DCD term: kept ((d): costs, (c): no measurable difference)"
+    write(tmp_path, "horse2zebra_64", "omgd_own", [250, 260, 280], [190, 190, 190])  # both means higher for dcd_own
+    assert line("paper recipes' DCD term") == "paper recipes' DCD term: dropped (it costs on (d) and on (c))"
+    write(tmp_path, "edges2photo_64_qsobj", "dcd_own", [250, 250, 250], [150, 150, 150])
+    write(tmp_path, "edges2photo_64_qsobj", "omgd_own", [260, 240, 260], [160, 160, 160])
+    assert line("DCD over own D on (d) QS").startswith("DCD over own D on (d) QS: adds:")

@@ -16,6 +16,11 @@ written, so the verdict is not a reading of the table by hand:
   confirmed on task (e) (a held-out Fashion-MNIST class) by the rule of part 4 above, the other candidate in `dcd`'s
   place; "refuted" where it loses both means.
 
+- The DCD term over the student's own discriminator ("The matched controls", written 21:15 UTC): on each of (c),
+  (d) with the paper recipes' objective and (d) with the quickstart's, part 4's rule between `dcd_own` and
+  `omgd_own` (the same objective without the DCD term) reads "adds" (confirmed), "costs" (not confirmed) or "no
+  measurable difference" (tie). The paper recipes drop the DCD term only if both (d) and (c) say "costs".
+
     python benchmarks/photo/verdicts.py [--results benchmarks/results]
 """
 from __future__ import annotations
@@ -26,6 +31,7 @@ import statistics
 from pathlib import Path
 
 SEEDS = (0, 1, 2)
+DCD_TERM = {"confirmed": "adds", "not confirmed": "costs", "tie": "no measurable difference"}  # part 4's words, for the controls
 
 
 def load(results: Path, name: str, method: str, budget: int = 3000) -> list[dict] | None:
@@ -74,7 +80,7 @@ def precision_verdict(bf16: list[dict], fp32: list[dict]) -> tuple[bool, str]:
 
 
 def main() -> None:
-    """Print both verdicts, or what each still waits for."""
+    """Print every verdict, or what each still waits for."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--results", type=Path, default=Path(__file__).resolve().parents[1] / "results")
     args = ap.parse_args()
@@ -100,6 +106,22 @@ def main() -> None:
             verdict, why = objective_verdict(on_e[choice], on_e[other])
             verdict = {"not confirmed": "refuted"}.get(verdict, verdict)
             print(f"quickstart objective on (e): {verdict}: {choice} vs {other}, {why}")
+
+    term = {}
+    for label, name in (("(c)", "horse2zebra_64"), ("(d) PR", "edges2photo_64_teacher2"), ("(d) QS", "edges2photo_64_qsobj")):
+        dcd, control = load(args.results, name, "dcd_own"), load(args.results, name, "omgd_own")
+        if dcd is None or control is None:
+            print(f"DCD over own D on {label}: pending (dcd_own and omgd_own need seeds 0-2 under {name}/b3000)")
+            continue
+        verdict, why = objective_verdict(dcd, control)
+        term[label] = DCD_TERM[verdict]
+        print(f"DCD over own D on {label}: {term[label]}: dcd_own vs omgd_own, {why}")
+    if "(c)" not in term or "(d) PR" not in term:
+        print("paper recipes' DCD term: pending")
+    elif term["(c)"] == term["(d) PR"] == "costs":
+        print("paper recipes' DCD term: dropped (it costs on (d) and on (c))")
+    else:
+        print(f"paper recipes' DCD term: kept ((d): {term['(d) PR']}, (c): {term['(c)']})")
 
     passes = []
     for method in ("none", "dcd_own"):
