@@ -105,6 +105,8 @@ def test_burst_student_inputs_use_the_training_augmentation_paired_and_unpaired(
             assert len(ds) == 3
             crops = {tuple(ds[(0, seed)]["A"][:, 0, 0].tolist()) for seed in range(12)}
             assert len(crops) > 3, (mode, type(ds).__name__)  # an eval transform would give one
+    with_b = DataRoot(DataConfig(root=str(tmp_path / "u"), mode="unpaired", **common)).train_inputs(with_targets=True)
+    assert len({tuple(with_b[(0, seed)]["B"][:, 0, 0].tolist()) for seed in range(12)}) > 3  # B is augmented too
     pairs = DataRoot(DataConfig(root=str(tmp_path / "p"), mode="paired", **common)).train_inputs(with_targets=True)
     assert all(torch.equal(pairs[(1, seed)]["A"], pairs[(1, seed)]["B"]) for seed in range(6))
 
