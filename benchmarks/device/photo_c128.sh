@@ -10,6 +10,7 @@
 #   device:   run(command="bash benchmarks/device/photo_c128.sh run", carry=[".devphoto"], timeout_s=590)
 #   here:     bash benchmarks/device/photo_c128.sh score <files_at>/runs      (FID/KID on the test split, the table)
 #   CPU proof (tiny budget): DEVICE=cpu TEACHER_BUDGET=4 BUDGET=2 SEEDS=1 OUT=/tmp/out EXTRA="model.teacher_ngf=8 ..." bash ... run
+#                            then RESULTS=/tmp/out/scored EXTRA="... eval.inception=STAND_IN.pt" ... bash ... score /tmp/out/runs
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 TEACHER_BUDGET=${TEACHER_BUDGET:-2400}; BUDGET=${BUDGET:-1500}; SEEDS=${SEEDS:-3}; JOBS=${JOBS:-6}; DEVICE=${DEVICE:-cuda}
@@ -56,7 +57,9 @@ run)
   find "$OUT" -type f | sort ;;
 score)  # here, on CPU, from what came back: the deliverables are scored on the test split (FID/KID, papers' protocol)
   returned=$2
-  python benchmarks/quality.py "${COMMON[@]}" --runs-dir "$returned" data.root="${DATA:-../shared/data/horse2zebra-128}" ${EXTRA:-} ;;
+  # RESULTS: where the result JSONs go; a proof with a stand-in Inception sets it, so its numbers never mix with real ones
+  python benchmarks/quality.py "${COMMON[@]}" --runs-dir "$returned" --results-dir "${RESULTS:-benchmarks/results}" \
+      data.root="${DATA:-../shared/data/horse2zebra-128}" ${EXTRA:-} ;;
 *)
   echo "usage: $0 prepare VGG16_FILE HORSE2ZEBRA_128 | run | score RETURNED_RUNS_DIR" >&2; exit 2 ;;
 esac
