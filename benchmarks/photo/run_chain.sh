@@ -22,9 +22,9 @@ echo "== $(date -u +%T) (c) teacher (trained by 9f81c7d; finished and committed:
 q src-$CODE horse2zebra_64 --seeds 1 --budget 6000 --methods teacher --val-points 6 --val-metric fid \
   --runs-dir $PHOTO/runs --name horse2zebra_64 --results-dir $RES data.root=$PHOTO/data/horse2zebra-128 || exit 1
 bash $HERE/save_weights.sh horse2zebra_64/b6000/teacher/seed0/student.safetensors horse2zebra_64/b6000/teacher/seed0/result.json
-echo "== $(date -u +%T) (c) students, seeds 0-2, from that teacher, frozen"
+echo "== $(date -u +%T) (c) students, seeds 0-2, from that teacher, frozen (omgd_own: dcd_own's matched control, run last)"
 q src-$CODE horse2zebra_64 --seeds 3 --budget 3000 --teacher-budget 6000 --frozen-teacher \
-  --methods teacher,none,omgd,dcd,dcd_own --runs-dir $PHOTO/runs --name horse2zebra_64 --results-dir $RES \
+  --methods teacher,none,omgd,dcd,dcd_own,omgd_own --runs-dir $PHOTO/runs --name horse2zebra_64 --results-dir $RES \
   data.root=$PHOTO/data/horse2zebra-128 || exit 1
 echo "== $(date -u +%T) (c) none and dcd_own in bf16 (the bf16 criterion, RESULTS 'Third speed session'; only where bf16 is native)"
 if grep -q avx512_bf16 /proc/cpuinfo; then
